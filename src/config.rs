@@ -1,0 +1,633 @@
+//! Configuration: a TOML file overlaid with `CREDENTIAL_BROKER_*` environment variables, read into
+//! raw serde structs (unknown keys rejected) and then turned into the validated, typed [`Config`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::credentials::DbName;
+
+/// Prefix of the environment variables that override file values; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "CREDENTIAL_BROKER_";
+
+/// A configuration that cannot be used, with the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the offending key (`server.listen`), or the file for whole-file problems.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The validated configuration the broker runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub cache: CacheConfig,
+    pub source: SourceConfig,
+    pub log: LogConfig,
+    pub databases: BTreeMap<DbName, DatabaseConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address of the credentials API.
+    pub listen: SocketAddr,
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// How callers of the credentials API prove who they are.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// Every request must carry `Authorization: Bearer <token>`.
+    Token(SecretString),
+    /// No token is checked (`auth.disabled = true`); meant for tests and local use only.
+    Disabled,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub ttl: Duration,
+    pub capacity: u64,
+    /// Fetch every configured database once at start-up.
+    pub warm: bool,
+}
+
+/// Where secrets come from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A local JSON file mapping secret ids to secret values; no AWS involved.
+    File { path: PathBuf },
+    /// AWS Secrets Manager through the AWS SDK.
+    SecretsManager(AwsConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub connect_timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `credential_broker=debug`.
+    pub level: String,
+}
+
+/// One database the broker serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    pub secret_id: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub dbname: Option<String>,
+    pub engine: Option<String>,
+}
+
+impl Config {
+    /// Reads `path`, overlays the environment, and validates the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(invalid(
+                path.display().to_string(),
+                "configuration file not found",
+            ));
+        }
+        Self::from_figment(
+            &Figment::from(Toml::file_exact(path))
+                .merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__")),
+        )
+    }
+
+    /// Parses a TOML document without looking at the environment (used by tests and examples).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(&Figment::from(Toml::string(text)))
+    }
+
+    fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|e| {
+            let key = if e.path.is_empty() {
+                e.metadata
+                    .as_ref()
+                    .map_or_else(|| "configuration".to_owned(), |m| m.name.to_string())
+            } else {
+                e.path.join(".")
+            };
+            invalid(key, e.kind.to_string())
+        })?;
+        raw.validate()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    source: RawSource,
+    #[serde(default)]
+    aws: RawAws,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    databases: BTreeMap<String, RawDatabase>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    allow_non_loopback: bool,
+    #[serde(with = "humantime_serde")]
+    shutdown_grace: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2775)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 2776)),
+            allow_non_loopback: false,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCache {
+    #[serde(with = "humantime_serde")]
+    ttl: Duration,
+    capacity: u64,
+    warm: bool,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_mins(5),
+            capacity: 1000,
+            warm: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    kind: SourceKind,
+    path: Option<PathBuf>,
+}
+
+impl Default for RawSource {
+    fn default() -> Self {
+        Self {
+            kind: SourceKind::SecretsManager,
+            path: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SourceKind {
+    File,
+    SecretsManager,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAws {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    #[serde(with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    attempt_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    operation_timeout: Duration,
+    max_attempts: u32,
+}
+
+impl Default for RawAws {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            connect_timeout: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(3),
+            operation_timeout: Duration::from_secs(8),
+            max_attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    secret_id: String,
+    host: Option<String>,
+    port: Option<u16>,
+    dbname: Option<String>,
+    engine: Option<String>,
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let server = self.server.validate()?;
+        let auth = self.auth.validate()?;
+        let cache = self.cache.validate()?;
+        let source = match self.source.kind {
+            SourceKind::File => {
+                let path = self.source.path.ok_or_else(|| {
+                    invalid("source.path", "required when source.kind = \"file\"")
+                })?;
+                SourceConfig::File { path }
+            }
+            SourceKind::SecretsManager => {
+                if self.source.path.is_some() {
+                    return Err(invalid(
+                        "source.path",
+                        "only allowed when source.kind = \"file\"",
+                    ));
+                }
+                SourceConfig::SecretsManager(self.aws.validate()?)
+            }
+        };
+        if self.log.level.trim().is_empty() {
+            return Err(invalid("log.level", "must not be empty"));
+        }
+        if self.databases.is_empty() {
+            return Err(invalid(
+                "databases",
+                "at least one database must be configured",
+            ));
+        }
+        let mut databases = BTreeMap::new();
+        for (name, db) in self.databases {
+            let key = format!("databases.{name}");
+            let db_name = DbName::parse(&name).map_err(|why| invalid(&key, why))?;
+            if db.secret_id.trim().is_empty() {
+                return Err(invalid(format!("{key}.secret_id"), "must not be empty"));
+            }
+            if db.port == Some(0) {
+                return Err(invalid(
+                    format!("{key}.port"),
+                    "must be between 1 and 65535",
+                ));
+            }
+            databases.insert(
+                db_name,
+                DatabaseConfig {
+                    secret_id: db.secret_id,
+                    host: db.host,
+                    port: db.port,
+                    dbname: db.dbname,
+                    engine: db.engine,
+                },
+            );
+        }
+        Ok(Config {
+            server,
+            auth,
+            cache,
+            source,
+            log: LogConfig {
+                format: self.log.format,
+                level: self.log.level,
+            },
+            databases,
+        })
+    }
+}
+
+impl RawServer {
+    fn validate(self) -> Result<ServerConfig, ConfigError> {
+        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{} is not a loopback address; the credentials API stays on loopback unless server.allow_non_loopback = true",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(ServerConfig {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+impl RawAuth {
+    fn validate(self) -> Result<AuthConfig, ConfigError> {
+        match (self.token_file, self.token_env, self.disabled) {
+            (None, None, true) => Ok(AuthConfig::Disabled),
+            (Some(path), None, false) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    invalid(
+                        "auth.token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                token(text.trim(), "auth.token_file")
+            }
+            (None, Some(var), false) => {
+                let text = std::env::var(&var).map_err(|_| {
+                    invalid(
+                        "auth.token_env",
+                        format!("environment variable {var} is not set or not UTF-8"),
+                    )
+                })?;
+                token(text.trim(), "auth.token_env")
+            }
+            (None, None, false) => Err(invalid(
+                "auth",
+                "set token_file or token_env (or disabled = true to run without a token)",
+            )),
+            _ => Err(invalid(
+                "auth",
+                "choose exactly one of token_file, token_env and disabled = true",
+            )),
+        }
+    }
+}
+
+fn token(text: &str, key: &str) -> Result<AuthConfig, ConfigError> {
+    if text.len() < 16 {
+        return Err(invalid(key, "the token must be at least 16 characters"));
+    }
+    Ok(AuthConfig::Token(SecretString::from(text)))
+}
+
+impl RawCache {
+    fn validate(self) -> Result<CacheConfig, ConfigError> {
+        if self.ttl.is_zero() {
+            return Err(invalid("cache.ttl", "must be greater than zero"));
+        }
+        if self.capacity == 0 {
+            return Err(invalid("cache.capacity", "must be greater than zero"));
+        }
+        Ok(CacheConfig {
+            ttl: self.ttl,
+            capacity: self.capacity,
+            warm: self.warm,
+        })
+    }
+}
+
+impl RawAws {
+    fn validate(self) -> Result<AwsConfig, ConfigError> {
+        for (key, value) in [
+            ("aws.connect_timeout", self.connect_timeout),
+            ("aws.attempt_timeout", self.attempt_timeout),
+            ("aws.operation_timeout", self.operation_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.max_attempts == 0 {
+            return Err(invalid("aws.max_attempts", "must be at least 1"));
+        }
+        Ok(AwsConfig {
+            region: self.region,
+            endpoint_url: self.endpoint_url,
+            connect_timeout: self.connect_timeout,
+            attempt_timeout: self.attempt_timeout,
+            operation_timeout: self.operation_timeout,
+            max_attempts: self.max_attempts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [auth]
+        disabled = true
+        [databases.orders]
+        secret_id = "rds!db-1"
+    "#;
+
+    fn error_of(text: &str) -> ConfigError {
+        Config::from_toml(text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:2775");
+        assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:2776");
+        assert_eq!(config.cache.ttl, Duration::from_mins(5));
+        assert_eq!(config.cache.capacity, 1000);
+        assert!(config.cache.warm);
+        assert!(matches!(config.auth, AuthConfig::Disabled));
+        let SourceConfig::SecretsManager(aws) = &config.source else {
+            panic!("default source should be secrets_manager");
+        };
+        assert_eq!(aws.operation_timeout, Duration::from_secs(8));
+        assert_eq!(aws.max_attempts, 3);
+        assert_eq!(config.databases.len(), 1);
+    }
+
+    #[test]
+    fn durations_are_human_strings() {
+        let config = Config::from_toml(&format!(
+            "{MINIMAL}\n[cache]\nttl = \"90s\"\n[aws]\noperation_timeout = \"1m 30s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.cache.ttl, Duration::from_secs(90));
+        let SourceConfig::SecretsManager(aws) = config.source else {
+            unreachable!()
+        };
+        assert_eq!(aws.operation_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = error_of(&format!("{MINIMAL}\n[cache]\nttl_seconds = 5\n"));
+        assert_eq!(err.key, "cache.ttl_seconds", "{err}");
+        assert!(err.message.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_its_key() {
+        let err = error_of(&format!("{MINIMAL}\n[cache]\nttl = \"five minutes\"\n"));
+        assert_eq!(err.key, "cache.ttl", "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_names_its_key() {
+        let err = error_of(&format!("{MINIMAL}\n[server]\nlisten = \"localhost\"\n"));
+        assert_eq!(err.key, "server.listen", "{err}");
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_explicit_opt_in() {
+        let err = error_of(&format!("{MINIMAL}\n[server]\nlisten = \"0.0.0.0:2775\"\n"));
+        assert_eq!(err.key, "server.listen");
+        let ok = Config::from_toml(&format!(
+            "{MINIMAL}\n[server]\nlisten = \"0.0.0.0:2775\"\nallow_non_loopback = true\n"
+        ));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn auth_must_be_configured_or_disabled_explicitly() {
+        let err = error_of("[databases.a]\nsecret_id = \"s\"\n");
+        assert_eq!(err.key, "auth");
+        let err = error_of(
+            "[auth]\ntoken_env = \"X\"\ndisabled = true\n[databases.a]\nsecret_id = \"s\"\n",
+        );
+        assert_eq!(err.key, "auth");
+    }
+
+    #[test]
+    fn token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        let config = Config::from_toml(&format!(
+            "[auth]\ntoken_file = {:?}\n[databases.a]\nsecret_id = \"s\"\n",
+            path.display().to_string()
+        ))
+        .unwrap();
+        let AuthConfig::Token(token) = config.auth else {
+            panic!("expected a token")
+        };
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&token),
+            "0123456789abcdef0123"
+        );
+    }
+
+    #[test]
+    fn short_or_missing_token_file_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "short").unwrap();
+        let text = format!(
+            "[auth]\ntoken_file = {:?}\n[databases.a]\nsecret_id = \"s\"\n",
+            path.display().to_string()
+        );
+        assert_eq!(error_of(&text).key, "auth.token_file");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(error_of(&text).key, "auth.token_file");
+    }
+
+    #[test]
+    fn file_source_requires_a_path() {
+        let err = error_of(&format!("{MINIMAL}\n[source]\nkind = \"file\"\n"));
+        assert_eq!(err.key, "source.path");
+    }
+
+    #[test]
+    fn invalid_database_name_is_rejected() {
+        let err = error_of("[auth]\ndisabled = true\n[databases.\"a/b\"]\nsecret_id = \"s\"\n");
+        assert_eq!(err.key, "databases.a/b");
+    }
+
+    #[test]
+    fn zero_ttl_and_empty_databases_are_rejected() {
+        assert_eq!(
+            error_of(&format!("{MINIMAL}\n[cache]\nttl = \"0s\"\n")).key,
+            "cache.ttl"
+        );
+        assert_eq!(error_of("[auth]\ndisabled = true\n").key, "databases");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error type
+    fn environment_overrides_file_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("broker.toml", MINIMAL)?;
+            jail.set_env("CREDENTIAL_BROKER_CACHE__TTL", "42s");
+            jail.set_env("CREDENTIAL_BROKER_DATABASES__ORDERS__PORT", "6543");
+            jail.set_env("CREDENTIAL_BROKER_CONFIG", "broker.toml");
+            let config = Config::load(Path::new("broker.toml")).expect("loads");
+            assert_eq!(config.cache.ttl, Duration::from_secs(42));
+            let orders = DbName::parse("orders").unwrap();
+            assert_eq!(config.databases[&orders].port, Some(6543));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_reported_with_its_path() {
+        let err = Config::load(Path::new("/nonexistent/broker.toml")).unwrap_err();
+        assert_eq!(err.key, "/nonexistent/broker.toml");
+    }
+}

@@ -1,0 +1,114 @@
+//! The one error type of the HTTP boundary: each variant's status and stable `code` live in the
+//! single `IntoResponse` impl below. Bodies are `{"error":{"code","message"}}`; 5xx bodies stay
+//! generic and the detail goes to the log.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::broker::BrokerError;
+use crate::credentials::DbName;
+use crate::source::SourceError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized,
+    ForwardedRequest,
+    InvalidDatabaseName,
+    BadRequest,
+    UnknownDatabase,
+    NotFound,
+    MethodNotAllowed,
+    SecretNotFound(DbName),
+    Upstream(DbName),
+    UpstreamTimeout(DbName),
+    MalformedSecret(DbName),
+}
+
+impl ApiError {
+    /// Maps a broker failure for database `db` to its HTTP form.
+    pub(crate) fn from_broker(db: &str, err: BrokerError) -> Self {
+        let name = || DbName::parse(db).expect("only valid names reach the broker");
+        match err {
+            BrokerError::UnknownDatabase => Self::UnknownDatabase,
+            BrokerError::Source(SourceError::NotFound(_)) => Self::SecretNotFound(name()),
+            BrokerError::Source(SourceError::Timeout(_)) => Self::UpstreamTimeout(name()),
+            BrokerError::Source(SourceError::Unavailable(_)) => Self::Upstream(name()),
+            BrokerError::Malformed { db, .. } => Self::MalformedSecret(db),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid `Authorization: Bearer <token>` header is required".into(),
+            ),
+            Self::ForwardedRequest => (
+                StatusCode::BAD_REQUEST,
+                "forwarded_request_rejected",
+                "requests carrying X-Forwarded-For are rejected: the broker serves local callers only".into(),
+            ),
+            Self::InvalidDatabaseName => (
+                StatusCode::BAD_REQUEST,
+                "invalid_database_name",
+                "database names are 1 to 64 ASCII letters, digits, '-', '_' or '.'".into(),
+            ),
+            Self::BadRequest => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the request could not be understood".into(),
+            ),
+            Self::UnknownDatabase => (
+                StatusCode::NOT_FOUND,
+                "unknown_database",
+                "no database with this name is configured".into(),
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such endpoint".into()),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not accept this method".into(),
+            ),
+            Self::SecretNotFound(db) => (
+                StatusCode::BAD_GATEWAY,
+                "secret_not_found",
+                format!("the secret configured for database {db} does not exist upstream"),
+            ),
+            Self::Upstream(db) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("the secret source failed for database {db}"),
+            ),
+            Self::UpstreamTimeout(db) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!("the secret source did not answer in time for database {db}"),
+            ),
+            Self::MalformedSecret(db) => (
+                StatusCode::BAD_GATEWAY,
+                "malformed_secret",
+                format!("the secret for database {db} is not usable as database credentials"),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let mut response = (
+            status,
+            Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,358 @@
+//! The two routers, as plain functions of state: the credentials API (loopback, token) and the
+//! admin listener (health, readiness, metrics). Handlers only; the work happens in the broker.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use secrecy::SecretString;
+use tracing::debug;
+
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+
+mod admin;
+mod auth;
+mod credentials;
+mod error;
+
+pub use error::ApiError;
+
+/// The credentials API. `token` is `None` only when auth is disabled in the configuration.
+pub fn api_router(
+    broker: Arc<Broker>,
+    token: Option<Arc<SecretString>>,
+    metrics: Metrics,
+) -> Router {
+    let mut router = Router::new()
+        .route("/credentials/{db}", get(credentials::get))
+        .route("/credentials/{db}/refresh", post(credentials::refresh))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(broker);
+    if let Some(token) = token {
+        router = router.layer(middleware::from_fn_with_state(token, auth::require_token));
+    }
+    router
+        .layer(middleware::from_fn(auth::reject_forwarded))
+        .layer(middleware::from_fn_with_state(metrics, track))
+}
+
+/// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+pub fn admin_router(broker: Arc<Broker>, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .with_state(broker)
+        .route("/metrics", get(admin::metrics).with_state(metrics.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(metrics, track))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Counts and times every request by route template, and logs one line per request at debug.
+async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    debug!(
+        %method,
+        route,
+        status = status.as_u16(),
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CacheConfig, DatabaseConfig};
+    use crate::credentials::{DbName, SecretPayload, SecretVersion};
+    use crate::source::{BoxFuture, Source, SourceError};
+    use axum::body::Body;
+    use axum::http::{Method, StatusCode, header};
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "unit-test-token-0123456789";
+    const PASSWORD: &str = "unit-test-password-!@#";
+
+    /// A unit-test stand-in for a source with fixed answers per secret id.
+    struct FixedSource;
+
+    impl Source for FixedSource {
+        fn operation(&self) -> &'static str {
+            "Fixed"
+        }
+
+        fn fetch<'a>(
+            &'a self,
+            secret_id: &'a str,
+        ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
+            Box::pin(async move {
+                let text = match secret_id {
+                    "good" => format!(
+                        r#"{{"username":"app","password":"{PASSWORD}","host":"h","port":5432}}"#
+                    ),
+                    "broken" => format!("not json {PASSWORD}"),
+                    "slow" => return Err(SourceError::Timeout("test".into())),
+                    _ => return Err(SourceError::NotFound(secret_id.into())),
+                };
+                Ok(SecretVersion {
+                    payload: SecretPayload::String(text.into()),
+                    version_id: "v-1".into(),
+                    arn: Some("arn:test".into()),
+                })
+            })
+        }
+    }
+
+    fn app() -> (Router, Router) {
+        let db = |id: &str| DatabaseConfig {
+            secret_id: id.into(),
+            host: None,
+            port: None,
+            dbname: None,
+            engine: None,
+        };
+        let metrics = Metrics::new();
+        let broker = Arc::new(Broker::new(
+            [
+                (DbName::parse("orders").unwrap(), db("good")),
+                (DbName::parse("broken").unwrap(), db("broken")),
+                (DbName::parse("slow").unwrap(), db("slow")),
+            ],
+            &CacheConfig {
+                ttl: Duration::from_mins(1),
+                capacity: 10,
+                warm: false,
+            },
+            Box::new(FixedSource),
+            metrics.clone(),
+        ));
+        (
+            api_router(
+                Arc::clone(&broker),
+                Some(Arc::new(SecretString::from(TOKEN))),
+                metrics.clone(),
+            ),
+            admin_router(broker, metrics),
+        )
+    }
+
+    async fn call(
+        router: &Router,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, headers, body)
+    }
+
+    const AUTH: (&str, &str) = ("authorization", "Bearer unit-test-token-0123456789");
+
+    #[tokio::test]
+    async fn credentials_are_served_with_no_store_and_etag() {
+        let (api, _) = app();
+        let (status, headers, body) = call(&api, Method::GET, "/credentials/orders", &[AUTH]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(headers[header::ETAG], "\"v-1\"");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body["password"], PASSWORD);
+        assert_eq!(body["secret_arn"], "arn:test");
+    }
+
+    #[tokio::test]
+    async fn missing_wrong_or_non_bearer_token_is_unauthorized() {
+        let (api, _) = app();
+        for headers in [
+            vec![],
+            vec![("authorization", "Bearer wrong-token-0123456789abc")],
+            vec![(
+                "authorization",
+                "Basic dW5pdC10ZXN0LXRva2VuLTAxMjM0NTY3ODk=",
+            )],
+            vec![("authorization", "Bearer")],
+        ] {
+            let (status, headers, body) =
+                call(&api, Method::GET, "/credentials/orders", &headers).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+            assert_eq!(body["error"]["code"], "unauthorized");
+        }
+        let (status, _, _) = call(
+            &api,
+            Method::GET,
+            "/credentials/orders",
+            &[("authorization", "bearer unit-test-token-0123456789")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "the scheme is case-insensitive");
+    }
+
+    #[tokio::test]
+    async fn forwarded_requests_are_rejected_even_with_a_token() {
+        let (api, _) = app();
+        let (status, _, body) = call(
+            &api,
+            Method::GET,
+            "/credentials/orders",
+            &[AUTH, ("x-forwarded-for", "10.0.0.1")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "forwarded_request_rejected");
+    }
+
+    #[tokio::test]
+    async fn errors_have_stable_codes_and_no_secret() {
+        let (api, _) = app();
+        let cases = [
+            (
+                Method::GET,
+                "/credentials/nope",
+                StatusCode::NOT_FOUND,
+                "unknown_database",
+            ),
+            (
+                Method::GET,
+                "/credentials/a%20b",
+                StatusCode::BAD_REQUEST,
+                "invalid_database_name",
+            ),
+            (
+                Method::GET,
+                "/credentials/..",
+                StatusCode::BAD_REQUEST,
+                "invalid_database_name",
+            ),
+            (
+                Method::GET,
+                "/credentials/broken",
+                StatusCode::BAD_GATEWAY,
+                "malformed_secret",
+            ),
+            (
+                Method::GET,
+                "/credentials/slow",
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+            ),
+            (
+                Method::DELETE,
+                "/credentials/orders",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                Method::GET,
+                "/credentials/orders/refresh",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                Method::GET,
+                "/elsewhere",
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+        ];
+        for (method, uri, expected_status, code) in cases {
+            let (status, headers, body) = call(&api, method.clone(), uri, &[AUTH]).await;
+            assert_eq!(status, expected_status, "{method} {uri}");
+            assert_eq!(body["error"]["code"], code, "{method} {uri}");
+            assert!(body["error"]["message"].is_string());
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+            assert!(!body.to_string().contains(PASSWORD));
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_returns_the_same_body_shape() {
+        let (api, _) = app();
+        let (status, _, body) =
+            call(&api, Method::POST, "/credentials/orders/refresh", &[AUTH]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["username"], "app");
+        assert_eq!(body["db"], "orders");
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_fetches_and_metrics_use_route_templates() {
+        let (api, admin) = app();
+        let (status, _, body) = call(&admin, Method::GET, "/readyz", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body["not_ready"],
+            serde_json::json!(["broken", "orders", "slow"])
+        );
+        call(&api, Method::GET, "/credentials/orders", &[AUTH]).await;
+        let (_, _, body) = call(&admin, Method::GET, "/readyz", &[]).await;
+        assert_eq!(body["not_ready"], serde_json::json!(["broken", "slow"]));
+
+        let response = admin
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        assert!(text.contains(r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="200"} 1"#), "{text}");
+        assert!(
+            !text.contains("/credentials/orders"),
+            "raw paths never become labels"
+        );
+    }
+}

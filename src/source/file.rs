@@ -1,0 +1,201 @@
+//! The local file source: a JSON object mapping secret ids to secret values (an object in one of
+//! the credential shapes, or a string holding such JSON), re-read whenever the file changes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::{BoxFuture, Source, SourceError};
+use crate::credentials::{SecretPayload, SecretVersion};
+
+#[derive(Debug)]
+pub(crate) struct FileSource {
+    path: PathBuf,
+    state: Mutex<Option<Loaded>>,
+}
+
+/// The file as last read, keyed by what identifies a change on disk.
+#[derive(Debug)]
+struct Loaded {
+    stamp: (SystemTime, u64),
+    secrets: HashMap<String, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: SecretString,
+    version_id: String,
+}
+
+impl FileSource {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            state: Mutex::new(None),
+        }
+    }
+
+    async fn fetch_inner(&self, secret_id: &str) -> Result<SecretVersion, SourceError> {
+        let meta = tokio::fs::metadata(&self.path)
+            .await
+            .map_err(|e| self.unreadable(&e))?;
+        let stamp = (meta.modified().unwrap_or(UNIX_EPOCH), meta.len());
+        let mut state = self.state.lock().await;
+        if state.as_ref().is_none_or(|loaded| loaded.stamp != stamp) {
+            let text = tokio::fs::read_to_string(&self.path)
+                .await
+                .map_err(|e| self.unreadable(&e))?;
+            let previous = state.take().map(|l| l.secrets).unwrap_or_default();
+            let secrets = parse_file(&text, &previous, &version_for(stamp.0)).map_err(|why| {
+                SourceError::Unavailable(format!("{}: {why}", self.path.display()))
+            })?;
+            *state = Some(Loaded { stamp, secrets });
+        }
+        let entry = state
+            .as_ref()
+            .and_then(|loaded| loaded.secrets.get(secret_id))
+            .ok_or_else(|| SourceError::NotFound(secret_id.to_owned()))?;
+        Ok(SecretVersion {
+            payload: SecretPayload::String(entry.value.clone()),
+            version_id: entry.version_id.clone(),
+            arn: None,
+        })
+    }
+
+    fn unreadable(&self, e: &std::io::Error) -> SourceError {
+        SourceError::Unavailable(format!("cannot read {}: {e}", self.path.display()))
+    }
+}
+
+impl Source for FileSource {
+    fn operation(&self) -> &'static str {
+        "ReadFile"
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        secret_id: &'a str,
+    ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
+        Box::pin(self.fetch_inner(secret_id))
+    }
+}
+
+/// A version id for secrets that changed in a file modified at `modified`; stable across
+/// restarts for an unchanged file, and derived from nothing secret.
+fn version_for(modified: SystemTime) -> String {
+    let nanos = modified
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("file-{nanos}")
+}
+
+/// Parses the file, keeping the version id of every secret whose value did not change.
+fn parse_file(
+    text: &str,
+    previous: &HashMap<String, Entry>,
+    new_version: &str,
+) -> Result<HashMap<String, Entry>, String> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| format!("not valid JSON (line {}, column {})", e.line(), e.column()))?;
+    let Value::Object(map) = value else {
+        return Err("the top level must be a JSON object of secret id to secret value".into());
+    };
+    let mut secrets = HashMap::with_capacity(map.len());
+    for (id, value) in map {
+        let value = match value {
+            Value::String(s) => s,
+            other @ Value::Object(_) => other.to_string(),
+            _ => {
+                return Err(format!(
+                    "the value of secret {id:?} must be an object or a string"
+                ));
+            }
+        };
+        let version_id = match previous.get(&id) {
+            Some(old) if old.value.expose_secret() == value => old.version_id.clone(),
+            _ => new_version.to_owned(),
+        };
+        secrets.insert(
+            id,
+            Entry {
+                value: SecretString::from(value),
+                version_id,
+            },
+        );
+    }
+    Ok(secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn secret_text(version: &SecretVersion) -> String {
+        match &version.payload {
+            SecretPayload::String(s) => s.expose_secret().to_owned(),
+            SecretPayload::Binary(_) => panic!("file source returns strings"),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_objects_and_strings_and_rereads_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        std::fs::write(
+            &path,
+            r#"{"a": {"username":"u","password":"p1"}, "b": "{\"username\":\"v\",\"password\":\"q\"}"}"#,
+        )
+        .unwrap();
+        let source = FileSource::new(path.clone());
+        let a1 = source.fetch("a").await.unwrap();
+        let b1 = source.fetch("b").await.unwrap();
+        assert!(secret_text(&a1).contains("\"p1\""));
+        assert_eq!(secret_text(&b1), r#"{"username":"v","password":"q"}"#);
+        assert!(a1.arn.is_none());
+
+        // A later modification time makes the change visible even on coarse-grained filesystems.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(
+            &path,
+            r#"{"a": {"username":"u","password":"p2-changed"}, "b": "{\"username\":\"v\",\"password\":\"q\"}"}"#,
+        )
+        .unwrap();
+        let a2 = source.fetch("a").await.unwrap();
+        let b2 = source.fetch("b").await.unwrap();
+        assert!(secret_text(&a2).contains("p2-changed"));
+        assert_ne!(
+            a1.version_id, a2.version_id,
+            "a changed, so its version changes"
+        );
+        assert_eq!(b1.version_id, b2.version_id, "b did not change");
+    }
+
+    #[tokio::test]
+    async fn missing_id_is_not_found_and_broken_file_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        std::fs::write(&path, r#"{"a": {"username":"u","password":"p"}}"#).unwrap();
+        let source = FileSource::new(path.clone());
+        assert!(matches!(
+            source.fetch("zzz").await,
+            Err(SourceError::NotFound(_))
+        ));
+
+        std::fs::write(&path, r#"{"a": {"username":"u","password":"hunter2"#).unwrap();
+        let err = source.fetch("a").await.unwrap_err();
+        assert!(matches!(err, SourceError::Unavailable(_)));
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            source.fetch("a").await,
+            Err(SourceError::Unavailable(_))
+        ));
+    }
+}
