@@ -145,13 +145,23 @@ impl Config {
     fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
         let raw: RawConfig = figment.extract().map_err(|e| {
             let key = if e.path.is_empty() {
-                e.metadata
-                    .as_ref()
-                    .map_or_else(|| "configuration".to_owned(), |m| m.name.to_string())
+                e.metadata.as_ref().map_or_else(
+                    || "configuration".to_owned(),
+                    |m| {
+                        m.source
+                            .as_ref()
+                            .map_or_else(|| m.name.to_string(), ToString::to_string)
+                    },
+                )
             } else {
                 e.path.join(".")
             };
-            invalid(key, e.kind.to_string())
+            // One line: multi-line parser messages are folded.
+            let message = e.kind.to_string();
+            invalid(
+                key,
+                message.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
         })?;
         raw.validate()
     }

@@ -1,10 +1,10 @@
 //! The `credential-broker` binary: parse the command line, load the config, start logging, and
-//! run until SIGTERM or SIGINT.
+//! run until SIGTERM or SIGINT (or only check the config).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use credential_broker::{App, Config, EXIT_USAGE, telemetry};
 
 /// Serves rotated database credentials from AWS Secrets Manager on localhost, cached.
@@ -12,20 +12,41 @@ use credential_broker::{App, Config, EXIT_USAGE, telemetry};
 #[command(version, about)]
 struct Cli {
     /// Path of the TOML configuration file.
-    #[arg(long, env = "CREDENTIAL_BROKER_CONFIG")]
-    config: PathBuf,
+    #[arg(long, env = "CREDENTIAL_BROKER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (the default when no subcommand is given).
+    Serve,
+    /// Validate the configuration (file plus environment), print it with secrets redacted, and
+    /// exit 0 if it is valid or 64 if not.
+    CheckConfig,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
+    let Some(path) = cli.config else {
+        eprintln!(
+            "credential-broker: no configuration: pass --config PATH or set CREDENTIAL_BROKER_CONFIG"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let config = match Config::load(&path) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("credential-broker: {err}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if matches!(cli.command, Some(Command::CheckConfig)) {
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
     telemetry::init(&config.log);
     let result = match App::build(config).await {
         Ok(app) => app.run(shutdown_signal()).await,

@@ -1,0 +1,164 @@
+//! The binary's configuration handling: exit code 64 with one line naming the bad key, and the
+//! shipped example configurations.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{TestBroker, broker_command};
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `credential-broker check-config` on `config` from the repository root.
+fn check_config(config: &Path, envs: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = broker_command(config, &dir.path().join("out.log"));
+    command
+        .arg("check-config")
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn check_config_text(text: &str, envs: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, text).unwrap();
+    check_config(&config, envs)
+}
+
+#[test]
+fn invalid_config_exits_64_with_one_line_naming_the_key() {
+    let cases = [
+        (
+            "[auth]\ndisabled = true\n[cache]\nttl = \"soon\"\n[databases.a]\nsecret_id = \"s\"\n",
+            "cache.ttl",
+        ),
+        (
+            "[auth]\ndisabled = true\n[cache]\nttl_secs = 3\n[databases.a]\nsecret_id = \"s\"\n",
+            "cache.ttl_secs",
+        ),
+        (
+            "[auth]\ndisabled = true\n[server]\nlisten = \"0.0.0.0:1\"\n[databases.a]\nsecret_id = \"s\"\n",
+            "server.listen",
+        ),
+        ("[auth]\ndisabled = true\n", "databases"),
+        ("[databases.a]\nsecret_id = \"s\"\n", "auth"),
+        ("[auth\n", "broker.toml"),
+    ];
+    for (text, key) in cases {
+        let output = check_config_text(text, &[]);
+        assert_eq!(output.status.code(), Some(64), "{key}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("invalid configuration: "), "{stderr}");
+        assert!(stderr.contains(key), "{key} not named: {stderr}");
+    }
+}
+
+#[test]
+fn serving_with_an_invalid_config_also_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, "[auth]\ndisabled = true\n").unwrap();
+    let output = broker_command(&config, &dir.path().join("out.log"))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("databases")
+    );
+}
+
+#[test]
+fn environment_variable_overrides_are_validated_too() {
+    let text = "[auth]\ndisabled = true\n[databases.a]\nsecret_id = \"s\"\n";
+    let output = check_config_text(text, &[("CREDENTIAL_BROKER_CACHE__CAPACITY", "lots")]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("cache.capacity")
+    );
+
+    let output = check_config_text(text, &[("CREDENTIAL_BROKER_CACHE__TTL", "42s")]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .contains("ttl: 42s")
+    );
+}
+
+#[test]
+fn shipped_example_configs_are_valid_and_print_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "deployment-token-0123456789").unwrap();
+    // aws.toml names the token file of a deployment; point it at a local one.
+    let aws = check_config(
+        &repo_root().join("config/aws.toml"),
+        &[(
+            "CREDENTIAL_BROKER_AUTH__TOKEN_FILE",
+            token.to_str().unwrap(),
+        )],
+    );
+    let local = check_config(&repo_root().join("config/local.toml"), &[]);
+    for (name, output, secret) in [
+        ("aws.toml", aws, "deployment-token-0123456789"),
+        ("local.toml", local, "local-dev-token-not-a-secret"),
+    ] {
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("REDACTED"), "{name}: {stdout}");
+        assert!(!stdout.contains(secret), "{name} printed its token");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_config_serves_credentials_from_the_local_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("local.log");
+    let mut command = broker_command(&repo_root().join("config/local.toml"), &log);
+    command
+        .current_dir(repo_root())
+        .env("CREDENTIAL_BROKER_SERVER__LISTEN", "127.0.0.1:0")
+        .env("CREDENTIAL_BROKER_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("CREDENTIAL_BROKER_LOG__FORMAT", "json");
+    let mut broker = TestBroker::from_command(command, log, dir).await;
+    let token = std::fs::read_to_string(repo_root().join("config/local-token")).unwrap();
+    broker.wait_ready(Duration::from_secs(10)).await;
+    let body: serde_json::Value = broker
+        .http
+        .get(broker.url("/credentials/orders"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["username"], "orders_app");
+    assert_eq!(body["password"], "local-only-orders-password");
+    assert_eq!(body["secret_arn"], serde_json::Value::Null);
+    assert_eq!(body["host"], "127.0.0.1");
+    broker.terminate();
+    assert_eq!(
+        broker.wait_exit(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+}

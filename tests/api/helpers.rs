@@ -1,0 +1,635 @@
+//! Shared test harness: a real moto server per test, a counting (and delaying) HTTP proxy in front
+//! of it, a Secrets Manager client for seeding, and the real broker binary spawned on port 0 with
+//! trace-level JSON logs that are scanned for every password the suite used.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::Client as SmClient;
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// The bearer token every test broker is configured with.
+pub const TOKEN: &str = "integration-test-token-5f2c9a";
+
+/// The unique core of every password handed to moto by any test in this binary; broker logs must
+/// contain none. The core has no character that any escaping (JSON, URI, shell) would change.
+static PASSWORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A fresh password with characters that need escaping in JSON, URIs and shells, recorded so that
+/// every broker log can be checked for it.
+pub fn new_password(tag: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let core = format!("Pw-{tag}-{n}-{nanos:x}");
+    PASSWORDS.lock().unwrap().push(core.clone());
+    format!("{core}!#$%&'()*+,/:;=?@[]~\"\\")
+}
+
+/// The unique cores of the passwords made so far.
+pub fn passwords() -> Vec<String> {
+    PASSWORDS.lock().unwrap().clone()
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn moto_server_binary() -> PathBuf {
+    let path = std::env::var_os("MOTO_SERVER").map_or_else(
+        || repo_root().join(".venv/moto/bin/moto_server"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "moto server not found at {}: run `bash .ci/setup` (installs moto 5.2.5 into .venv/moto) \
+         or set MOTO_SERVER to a moto_server binary",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A moto server process of this test's own, killed on drop.
+pub struct Moto {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let binary = moto_server_binary();
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(&binary)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let mut moto = Self {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                child,
+            };
+            if moto.wait_ready().await {
+                return moto;
+            }
+        }
+        panic!("moto server did not become ready on any of 5 ports");
+    }
+
+    async fn wait_ready(&mut self) -> bool {
+        let url = format!("http://{}/moto-api/", self.addr);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status().is_success()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Freezes moto (SIGSTOP): connections are accepted by the kernel but never answered.
+    pub fn freeze(&self) {
+        signal(self.pid(), "STOP");
+    }
+
+    /// Resumes a frozen moto (SIGCONT).
+    pub fn thaw(&self) {
+        signal(self.pid(), "CONT");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        signal(self.pid(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// An HTTP proxy in front of moto that counts requests by `X-Amz-Target` and can delay them.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    delay_ms: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let client: HyperClient<HttpConnector, Incoming> =
+            HyperClient::builder(TokioExecutor::new()).build_http();
+        let (c, d) = (Arc::clone(&counts), Arc::clone(&delay_ms));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (client, counts, delay) = (client.clone(), Arc::clone(&c), Arc::clone(&d));
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        forward(
+                            request,
+                            upstream,
+                            client.clone(),
+                            Arc::clone(&counts),
+                            Arc::clone(&delay),
+                        )
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            counts,
+            delay_ms,
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many requests with `X-Amz-Target: secretsmanager.<operation>` went through.
+    pub fn count(&self, operation: &str) -> usize {
+        let key = format!("secretsmanager.{operation}");
+        self.counts.lock().unwrap().get(&key).copied().unwrap_or(0)
+    }
+
+    /// Delays every later request by `delay` before forwarding it.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(u64::try_from(delay.as_millis()).unwrap(), Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward(
+    mut request: hyper::Request<Incoming>,
+    upstream: SocketAddr,
+    client: HyperClient<HttpConnector, Incoming>,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    delay_ms: Arc<AtomicU64>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let target = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("other")
+        .to_owned();
+    *counts.lock().unwrap().entry(target).or_default() += 1;
+    let delay = delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str)
+        .to_owned();
+    *request.uri_mut() = format!("http://{upstream}{path}").parse().unwrap();
+    let response = match client.request(request).await {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .unwrap_or_default();
+            hyper::Response::from_parts(parts, Full::new(bytes))
+        }
+        Err(_) => hyper::Response::builder()
+            .status(502)
+            .body(Full::new(Bytes::from_static(b"proxy: upstream failed")))
+            .unwrap(),
+    };
+    Ok(response)
+}
+
+/// moto plus a counting proxy plus a seeding client: the upstream side of one test.
+pub struct Upstream {
+    pub moto: Moto,
+    pub proxy: Proxy,
+    pub sm: SmClient,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let moto = Moto::start().await;
+        let proxy = Proxy::start(moto.addr).await;
+        let config = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(AwsCredentials::new("test", "test", None, None, "test"))
+            .endpoint_url(format!("http://{}", moto.addr))
+            .build();
+        Self {
+            sm: SmClient::from_conf(config),
+            moto,
+            proxy,
+        }
+    }
+
+    /// Creates a secret whose `SecretString` is `value` and returns its ARN.
+    pub async fn create_secret(&self, name: &str, value: &Value) -> String {
+        self.create_secret_string(name, &value.to_string()).await
+    }
+
+    pub async fn create_secret_string(&self, name: &str, text: &str) -> String {
+        let out = self
+            .sm
+            .create_secret()
+            .name(name)
+            .secret_string(text)
+            .send()
+            .await
+            .expect("create_secret in moto");
+        out.arn.expect("moto returns an ARN")
+    }
+
+    /// Stores a new AWSCURRENT version of `name` (a rotation as moto can simulate it) and returns
+    /// the new version id.
+    pub async fn rotate(&self, name: &str, value: &Value) -> String {
+        let out = self
+            .sm
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value.to_string())
+            .send()
+            .await
+            .expect("put_secret_value in moto");
+        out.version_id.expect("moto returns a version id")
+    }
+}
+
+/// What to put in a test broker's configuration.
+pub struct BrokerOptions {
+    pub endpoint: String,
+    /// `[databases.NAME]` tables, as TOML text.
+    pub databases: String,
+    pub warm: bool,
+    pub operation_timeout: &'static str,
+    pub extra_toml: String,
+}
+
+impl BrokerOptions {
+    pub fn new(endpoint: String) -> Self {
+        Self {
+            endpoint,
+            databases: String::new(),
+            warm: true,
+            operation_timeout: "3s",
+            extra_toml: String::new(),
+        }
+    }
+
+    /// Adds a database backed by `secret_id`, with extra `key = value` lines.
+    #[must_use]
+    pub fn database(mut self, name: &str, secret_id: &str, extra: &str) -> Self {
+        let _ = writeln!(
+            self.databases,
+            "[databases.{name}]\nsecret_id = {secret_id:?}\n{extra}"
+        );
+        self
+    }
+
+    #[must_use]
+    pub fn cold(mut self) -> Self {
+        self.warm = false;
+        self
+    }
+
+    pub async fn spawn(self) -> TestBroker {
+        TestBroker::spawn(self).await
+    }
+}
+
+/// The real `credential-broker` binary, on port 0, logging JSON at trace level to a file.
+pub struct TestBroker {
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub http: reqwest::Client,
+    child: Child,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    async fn spawn(options: BrokerOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+
+[auth]
+token_file = {token_file:?}
+
+[cache]
+ttl = "5m"
+warm = {warm}
+
+[source]
+kind = "secrets_manager"
+
+[aws]
+region = "us-east-1"
+endpoint_url = {endpoint:?}
+connect_timeout = "1s"
+attempt_timeout = {timeout:?}
+operation_timeout = {timeout:?}
+max_attempts = 1
+
+[log]
+format = "json"
+level = "trace"
+{extra}
+{databases}"#,
+            token_file = token_file.display().to_string(),
+            warm = options.warm,
+            endpoint = options.endpoint,
+            timeout = options.operation_timeout,
+            extra = options.extra_toml,
+            databases = options.databases,
+        );
+        let config_path = dir.path().join("broker.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("broker.log");
+        let command = broker_command(&config_path, &log_path);
+        Self::from_command(command, log_path, dir).await
+    }
+
+    /// Starts `command` (a broker logging JSON to `log_path`) and waits until it listens.
+    pub async fn from_command(
+        mut command: Command,
+        log_path: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let child = command.spawn().unwrap();
+        let mut broker = Self {
+            api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            child,
+            log_path,
+            _dir: dir,
+        };
+        let listening = broker
+            .wait_for_log("listening", Duration::from_secs(20))
+            .await;
+        broker.api = listening["api"].as_str().unwrap().parse().unwrap();
+        broker.admin = listening["admin"].as_str().unwrap().parse().unwrap();
+        broker
+    }
+
+    /// Waits until the broker logs an event with this message and returns that event.
+    pub async fn wait_for_log(&mut self, message: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(event) = self
+                .log_events()
+                .into_iter()
+                .find(|e| e["message"] == message)
+            {
+                return event;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("broker exited with {status} before logging {message:?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker did not log {message:?} within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Every JSON event the broker logged so far.
+    pub fn log_events(&self) -> Vec<Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub async fn get(&self, db: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/credentials/{db}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn refresh(&self, db: &str) -> reqwest::Response {
+        self.http
+            .post(self.url(&format!("/credentials/{db}/refresh")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self
+                .http
+                .get(self.admin_url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker not ready within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        signal(self.pid(), "TERM");
+    }
+
+    /// Waits for the process to exit (bounded) and returns its status.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Panics if the log holds any password the suite has used.
+    pub fn assert_log_has_no_password(&self) {
+        let text = self.log_text();
+        assert!(!text.is_empty(), "the broker logged nothing at trace level");
+        for password in passwords() {
+            assert!(
+                !text.contains(&password),
+                "a password appeared in the broker's log ({})",
+                self.log_path.display()
+            );
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            self.assert_log_has_no_password();
+        }
+    }
+}
+
+/// The broker binary with a clean environment: dummy AWS credentials, no metadata endpoint,
+/// all output to `log`.
+pub fn broker_command(config: &Path, log: &Path) -> Command {
+    let out = std::fs::File::create(log).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_credential-broker"));
+    command
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    command
+}
+
+/// A JSON body as a `Value`, asserting the content type on the way.
+pub async fn json_body(response: reqwest::Response) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    response.json().await.unwrap()
+}
+
+/// Reads one sample from Prometheus text, e.g. `metric(text, "x_total", &[("db","a")])`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, label_text) = series.split_once('{').unwrap_or((series, "}"));
+            if metric_name != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse().unwrap())
+        })
+}
