@@ -112,3 +112,39 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_error_code_is_documented_in_openapi_and_vice_versa() {
+        let db = || DbName::parse("orders").unwrap();
+        let all = [
+            ApiError::Unauthorized,
+            ApiError::ForwardedRequest,
+            ApiError::InvalidDatabaseName,
+            ApiError::BadRequest,
+            ApiError::UnknownDatabase,
+            ApiError::NotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::SecretNotFound(db()),
+            ApiError::Upstream(db()),
+            ApiError::UpstreamTimeout(db()),
+            ApiError::MalformedSecret(db()),
+        ];
+        let in_code: BTreeSet<&str> = all.iter().map(|e| e.parts().1).collect();
+        let spec: serde_json::Value =
+            serde_norway::from_str(include_str!("../../openapi.yaml")).unwrap();
+        let in_spec: BTreeSet<&str> = spec
+            .pointer("/components/schemas/ErrorCode/enum")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(in_code, in_spec);
+    }
+}

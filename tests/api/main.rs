@@ -7,4 +7,5 @@ mod config;
 mod credentials;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod upstream;
