@@ -6,15 +6,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
-use crate::config::{AuthConfig, Config, SourceConfig};
+use crate::config::{AuthConfig, Config, Limits, SourceConfig};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::source::{FileSource, SecretsManagerSource, Source, secrets_manager};
+
+/// Connections the admin listener keeps open at most (probes and scrapers).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Pause after a failed `accept`, e.g. when the process is out of file descriptors.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// A broker with both listeners bound, ready to run.
 #[derive(Debug)]
@@ -22,9 +32,9 @@ pub struct App {
     broker: Arc<Broker>,
     api: TcpListener,
     admin: TcpListener,
-    api_router: axum::Router,
-    admin_router: axum::Router,
-    warm: bool,
+    api_router: Router,
+    admin_router: Router,
+    limits: Limits,
     grace: Duration,
 }
 
@@ -41,6 +51,7 @@ impl App {
         let broker = Arc::new(Broker::new(
             config.databases,
             &config.cache,
+            config.upstream,
             source,
             metrics.clone(),
         ));
@@ -54,12 +65,17 @@ impl App {
         let api = TcpListener::bind(config.server.listen).await?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
         Ok(Self {
-            api_router: http::api_router(Arc::clone(&broker), token, metrics.clone()),
+            api_router: http::api_router(
+                Arc::clone(&broker),
+                token,
+                metrics.clone(),
+                config.server.limits,
+            ),
             admin_router: http::admin_router(Arc::clone(&broker), metrics),
             broker,
             api,
             admin,
-            warm: config.cache.warm,
+            limits: config.server.limits,
             grace: config.server.shutdown_grace,
         })
     }
@@ -79,48 +95,26 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and gives in-flight requests up
-    /// to the grace period to finish. Returns an error if a listener fails.
+    /// to the grace period to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         info!(api = %self.api_addr(), admin = %self.admin_addr(), "listening");
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            // An error means the sender is gone, which also means stop.
-            let _ = rx.wait_for(|stop| *stop).await;
+        let admin_limits = Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            ..self.limits
         };
-        let mut api = tokio::spawn(
-            axum::serve(self.api, self.api_router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        );
-        let mut admin = tokio::spawn(
-            axum::serve(self.admin, self.admin_router)
-                .with_graceful_shutdown(stopped(stop_rx))
-                .into_future(),
-        );
-        let warm = self.warm.then(|| {
-            let broker = Arc::clone(&self.broker);
-            tokio::spawn(async move { broker.warm().await })
-        });
+        let mut api = tokio::spawn(serve(
+            self.api,
+            self.api_router,
+            self.limits,
+            stop_rx.clone(),
+        ));
+        let mut admin = tokio::spawn(serve(self.admin, self.admin_router, admin_limits, stop_rx));
+        let background = tokio::spawn(Arc::clone(&self.broker).run_background());
 
-        let failed = tokio::select! {
-            () = shutdown => None,
-            result = &mut api => Some(("api", result)),
-            result = &mut admin => Some(("admin", result)),
-        };
-        if let Some(warm) = warm {
-            warm.abort();
-        }
-        if let Some((listener, result)) = failed {
-            let _ = stop_tx.send(true);
-            let err = match result {
-                Ok(Ok(())) => std::io::Error::other(format!("{listener} listener stopped")),
-                Ok(Err(e)) => e,
-                Err(join) => std::io::Error::other(join),
-            };
-            return Err(err);
-        }
-
+        shutdown.await;
         info!(grace = ?self.grace, "shutting down: no new connections, draining in-flight requests");
+        background.abort();
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.grace, async {
             let _ = (&mut api).await;
@@ -136,4 +130,57 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Accepts HTTP/1 connections on `listener` until `stop` turns true, at most
+/// `limits.max_connections` at a time (further ones wait in the kernel's backlog), then closes the
+/// listener and waits for the open connections to finish their requests.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // Room for headers up to the configured limit, so that the limit is answered with JSON.
+        .max_buf_size((limits.max_header_bytes * 2).max(16 * 1024) + 4096);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = stopped(&mut stop) => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let connection = graceful.watch(http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(router.clone()),
+        ));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(error = %err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Completes once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -1,7 +1,6 @@
-//! The credential cache: moka with a TTL and a capacity, and single-flight fills so that any
-//! number of concurrent misses for one database cause one upstream call.
+//! The credential cache: moka with a lifetime (the TTL plus the stale allowance) and a capacity.
+//! Freshness, single-flight and backoff are decided by the broker, which owns the fill path.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,32 +14,19 @@ pub(crate) struct CredentialCache {
 }
 
 impl CredentialCache {
-    pub(crate) fn new(ttl: Duration, capacity: u64) -> Self {
+    /// A cache that drops entries `lifetime` after they were inserted.
+    pub(crate) fn new(lifetime: Duration, capacity: u64) -> Self {
         Self {
             inner: Cache::builder()
-                .time_to_live(ttl)
+                .time_to_live(lifetime)
                 .max_capacity(capacity)
                 .build(),
         }
     }
 
-    /// The cached credentials for `db`, if present and not expired.
+    /// The cached credentials for `db`, if present and within their lifetime.
     pub(crate) async fn get(&self, db: &DbName) -> Option<Arc<Credentials>> {
         self.inner.get(db).await
-    }
-
-    /// The cached credentials for `db`, or the result of `fill`; concurrent callers for the same
-    /// `db` wait for one `fill` and share its result (or its error).
-    pub(crate) async fn get_or_fill<F, E>(
-        &self,
-        db: &DbName,
-        fill: F,
-    ) -> Result<Arc<Credentials>, Arc<E>>
-    where
-        F: Future<Output = Result<Arc<Credentials>, E>>,
-        E: Send + Sync + 'static,
-    {
-        self.inner.try_get_with_by_ref(db, fill).await
     }
 
     /// Replaces whatever is cached for `db`.

@@ -47,6 +47,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub cache: CacheConfig,
+    pub upstream: UpstreamConfig,
     pub source: SourceConfig,
     pub log: LogConfig,
     pub databases: BTreeMap<DbName, DatabaseConfig>,
@@ -60,6 +61,24 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    pub limits: Limits,
+}
+
+/// Overload and input limits of the credentials API.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most; further connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests in progress at most; more are answered 503 `overloaded` at once.
+    pub max_concurrent_requests: usize,
+    /// Longest time one request may take before it is answered 504 `request_timeout`.
+    pub request_timeout: Duration,
+    /// Largest total size of a request's header names and values.
+    pub max_header_bytes: usize,
+    /// Largest declared request body.
+    pub max_body_bytes: u64,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
 }
 
 /// How callers of the credentials API prove who they are.
@@ -77,6 +96,17 @@ pub struct CacheConfig {
     pub capacity: u64,
     /// Fetch every configured database once at start-up.
     pub warm: bool,
+    /// How long past `ttl` the last good credentials may be served while the source fails.
+    pub max_stale: Duration,
+}
+
+/// How the broker paces calls to a failing source, per database.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamConfig {
+    /// Delay before the first retry after a failure; doubles with each further failure.
+    pub backoff_initial: Duration,
+    /// Longest delay between attempts.
+    pub backoff_max: Duration,
 }
 
 /// Where secrets come from.
@@ -177,6 +207,8 @@ struct RawConfig {
     #[serde(default)]
     cache: RawCache,
     #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
     source: RawSource,
     #[serde(default)]
     aws: RawAws,
@@ -194,15 +226,43 @@ struct RawServer {
     allow_non_loopback: bool,
     #[serde(with = "humantime_serde")]
     shutdown_grace: Duration,
+    max_connections: usize,
+    max_concurrent_requests: usize,
+    #[serde(with = "humantime_serde")]
+    request_timeout: Duration,
+    max_header_bytes: usize,
+    max_body_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_concurrent_requests: 256,
+            request_timeout: Duration::from_secs(10),
+            max_header_bytes: 8 * 1024,
+            max_body_bytes: 16 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for RawServer {
     fn default() -> Self {
+        let limits = Limits::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 2775)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 2776)),
             allow_non_loopback: false,
             shutdown_grace: Duration::from_secs(10),
+            max_connections: limits.max_connections,
+            max_concurrent_requests: limits.max_concurrent_requests,
+            request_timeout: limits.request_timeout,
+            max_header_bytes: limits.max_header_bytes,
+            max_body_bytes: limits.max_body_bytes,
+            header_read_timeout: limits.header_read_timeout,
         }
     }
 }
@@ -223,6 +283,8 @@ struct RawCache {
     ttl: Duration,
     capacity: u64,
     warm: bool,
+    #[serde(with = "humantime_serde")]
+    max_stale: Duration,
 }
 
 impl Default for RawCache {
@@ -231,7 +293,57 @@ impl Default for RawCache {
             ttl: Duration::from_mins(5),
             capacity: 1000,
             warm: true,
+            max_stale: Duration::from_hours(1),
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    #[serde(with = "humantime_serde")]
+    backoff_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    backoff_max: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_mins(1),
+        }
+    }
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        let defaults = UpstreamConfig::default();
+        Self {
+            backoff_initial: defaults.backoff_initial,
+            backoff_max: defaults.backoff_max,
+        }
+    }
+}
+
+impl RawUpstream {
+    fn validate(self) -> Result<UpstreamConfig, ConfigError> {
+        if self.backoff_initial.is_zero() {
+            return Err(invalid(
+                "upstream.backoff_initial",
+                "must be greater than zero",
+            ));
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(invalid(
+                "upstream.backoff_max",
+                "must not be less than upstream.backoff_initial",
+            ));
+        }
+        Ok(UpstreamConfig {
+            backoff_initial: self.backoff_initial,
+            backoff_max: self.backoff_max,
+        })
     }
 }
 
@@ -316,6 +428,7 @@ impl RawConfig {
         let server = self.server.validate()?;
         let auth = self.auth.validate()?;
         let cache = self.cache.validate()?;
+        let upstream = self.upstream.validate()?;
         let source = match self.source.kind {
             SourceKind::File => {
                 let path = self.source.path.ok_or_else(|| {
@@ -330,7 +443,17 @@ impl RawConfig {
                         "only allowed when source.kind = \"file\"",
                     ));
                 }
-                SourceConfig::SecretsManager(self.aws.validate()?)
+                let aws = self.aws.validate()?;
+                if server.limits.request_timeout <= aws.operation_timeout {
+                    return Err(invalid(
+                        "server.request_timeout",
+                        format!(
+                            "must be longer than aws.operation_timeout ({}), or upstream timeouts could never be reported as such",
+                            humantime::format_duration(aws.operation_timeout)
+                        ),
+                    ));
+                }
+                SourceConfig::SecretsManager(aws)
             }
         };
         if self.log.level.trim().is_empty() {
@@ -370,6 +493,7 @@ impl RawConfig {
             server,
             auth,
             cache,
+            upstream,
             source,
             log: LogConfig {
                 format: self.log.format,
@@ -391,10 +515,38 @@ impl RawServer {
                 ),
             ));
         }
+        for (key, value) in [
+            ("server.max_connections", self.max_connections),
+            (
+                "server.max_concurrent_requests",
+                self.max_concurrent_requests,
+            ),
+            ("server.max_header_bytes", self.max_header_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        for (key, value) in [
+            ("server.request_timeout", self.request_timeout),
+            ("server.header_read_timeout", self.header_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
         Ok(ServerConfig {
             listen: self.listen,
             admin_listen: self.admin_listen,
             shutdown_grace: self.shutdown_grace,
+            limits: Limits {
+                max_connections: self.max_connections,
+                max_concurrent_requests: self.max_concurrent_requests,
+                request_timeout: self.request_timeout,
+                max_header_bytes: self.max_header_bytes,
+                max_body_bytes: self.max_body_bytes,
+                header_read_timeout: self.header_read_timeout,
+            },
         })
     }
 }
@@ -452,6 +604,7 @@ impl RawCache {
             ttl: self.ttl,
             capacity: self.capacity,
             warm: self.warm,
+            max_stale: self.max_stale,
         })
     }
 }
@@ -516,7 +669,7 @@ mod tests {
     #[test]
     fn durations_are_human_strings() {
         let config = Config::from_toml(&format!(
-            "{MINIMAL}\n[cache]\nttl = \"90s\"\n[aws]\noperation_timeout = \"1m 30s\"\n"
+            "{MINIMAL}\n[cache]\nttl = \"90s\"\n[aws]\noperation_timeout = \"1m 30s\"\n[server]\nrequest_timeout = \"2m\"\n"
         ))
         .unwrap();
         assert_eq!(config.cache.ttl, Duration::from_secs(90));
@@ -596,6 +749,22 @@ mod tests {
         assert_eq!(error_of(&text).key, "auth.token_file");
         std::fs::remove_file(&path).unwrap();
         assert_eq!(error_of(&text).key, "auth.token_file");
+    }
+
+    #[test]
+    fn request_timeout_must_exceed_the_upstream_operation_timeout() {
+        let err = error_of(&format!(
+            "{MINIMAL}\n[server]\nrequest_timeout = \"5s\"\n[aws]\noperation_timeout = \"5s\"\n"
+        ));
+        assert_eq!(err.key, "server.request_timeout");
+    }
+
+    #[test]
+    fn backoff_max_must_not_be_below_the_initial_delay() {
+        let err = error_of(&format!(
+            "{MINIMAL}\n[upstream]\nbackoff_initial = \"2s\"\nbackoff_max = \"1s\"\n"
+        ));
+        assert_eq!(err.key, "upstream.backoff_max");
     }
 
     #[test]

@@ -166,17 +166,17 @@ impl Credentials {
     }
 
     /// The JSON body of `GET /credentials/{db}`, the one place the password is serialized.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&JsonBody(self)).expect("credentials always serialize")
+    pub fn to_json(&self, stale: bool) -> Vec<u8> {
+        serde_json::to_vec(&JsonBody(self, stale)).expect("credentials always serialize")
     }
 }
 
-struct JsonBody<'a>(&'a Credentials);
+struct JsonBody<'a>(&'a Credentials, bool);
 
 impl Serialize for JsonBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let c = self.0;
-        let mut s = serializer.serialize_struct("Credentials", 10)?;
+        let mut s = serializer.serialize_struct("Credentials", 11)?;
         s.serialize_field("db", c.db.as_str())?;
         s.serialize_field("engine", &c.engine)?;
         s.serialize_field("host", &c.host)?;
@@ -190,6 +190,7 @@ impl Serialize for JsonBody<'_> {
             "fetched_at",
             &humantime::format_rfc3339_millis(c.fetched_at).to_string(),
         )?;
+        s.serialize_field("stale", &self.1)?;
         s.end()
     }
 }
@@ -366,7 +367,7 @@ mod tests {
         let c =
             parse_string(&serde_json::json!({"username": "u", "password": PASSWORD}).to_string())
                 .unwrap();
-        let body: Value = serde_json::from_slice(&c.to_json()).unwrap();
+        let body: Value = serde_json::from_slice(&c.to_json(false)).unwrap();
         let keys: Vec<&str> = body
             .as_object()
             .unwrap()
@@ -384,6 +385,7 @@ mod tests {
             "version_id",
             "secret_arn",
             "fetched_at",
+            "stale",
         ] {
             assert!(keys.contains(&key), "missing {key}");
         }

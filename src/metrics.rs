@@ -2,11 +2,12 @@
 //! Labels are bounded: route templates, configured database names, fixed outcome words.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub const HTTP_REQUESTS_TOTAL: &str = "credential_broker_http_requests_total";
+pub const HTTP_REQUESTS_IN_FLIGHT: &str = "credential_broker_http_requests_in_flight";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "credential_broker_http_request_duration_seconds";
 pub const CACHE_LOOKUPS_TOTAL: &str = "credential_broker_cache_lookups_total";
 pub const UPSTREAM_REQUESTS_TOTAL: &str = "credential_broker_upstream_requests_total";
@@ -15,6 +16,10 @@ pub const UPSTREAM_REQUEST_DURATION_SECONDS: &str =
 pub const CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS: &str =
     "credential_broker_credential_last_fetch_timestamp_seconds";
 pub const BUILD_INFO: &str = "credential_broker_build_info";
+pub const STALE_SERVED_TOTAL: &str = "credential_broker_stale_served_total";
+pub const UPSTREAM_UP: &str = "credential_broker_upstream_up";
+pub const UPSTREAM_BACKOFF_SECONDS: &str = "credential_broker_upstream_backoff_seconds";
+pub const UPSTREAM_CONSECUTIVE_FAILURES: &str = "credential_broker_upstream_consecutive_failures";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -26,98 +31,116 @@ pub struct Metrics {
     registry: Registry,
     pub(crate) http_requests: IntCounterVec,
     pub(crate) http_duration: HistogramVec,
+    pub(crate) http_in_flight: IntGauge,
     pub(crate) cache_lookups: IntCounterVec,
     pub(crate) upstream_requests: IntCounterVec,
     pub(crate) upstream_duration: HistogramVec,
     pub(crate) last_fetch: GaugeVec,
+    pub(crate) stale_served: IntCounterVec,
+    pub(crate) upstream_up: IntGauge,
+    pub(crate) upstream_backoff: GaugeVec,
+    pub(crate) upstream_failures: IntGaugeVec,
+}
+
+/// Registers collectors in one registry; every metric name and help text passes through here.
+struct Builder(Registry);
+
+impl Builder {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, collector: C) -> C {
+        self.0
+            .register(Box::new(collector.clone()))
+            .expect("metric names are unique");
+        collector
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn histograms(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                HTTP_REQUESTS_TOTAL,
-                "HTTP requests answered, by route template, method and status.",
-            ),
-            &["route", "method", "status"],
-        )
-        .expect("valid metric");
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                HTTP_REQUEST_DURATION_SECONDS,
-                "Time to answer an HTTP request, by route template.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("valid metric");
-        let cache_lookups = IntCounterVec::new(
-            Opts::new(
-                CACHE_LOOKUPS_TOTAL,
-                "Credential cache lookups by database and result (hit, miss).",
-            ),
-            &["db", "result"],
-        )
-        .expect("valid metric");
-        let upstream_requests = IntCounterVec::new(
-            Opts::new(
-                UPSTREAM_REQUESTS_TOTAL,
-                "Calls to the secret source, by operation and outcome.",
-            ),
-            &["operation", "outcome"],
-        )
-        .expect("valid metric");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                UPSTREAM_REQUEST_DURATION_SECONDS,
-                "Duration of calls to the secret source, by operation.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["operation"],
-        )
-        .expect("valid metric");
-        let last_fetch = GaugeVec::new(
-            Opts::new(
-                CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS,
-                "Unix time of the last successful fetch of a database's credentials.",
-            ),
-            &["db"],
-        )
-        .expect("valid metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                BUILD_INFO,
-                "Always 1; the version label says which build runs.",
-            ),
+        let b = Builder(Registry::new());
+        let build_info = b.int_gauges(
+            BUILD_INFO,
+            "Always 1; the version label says which build runs.",
             &["version"],
-        )
-        .expect("valid metric");
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-
-        for collector in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(http_duration.clone()),
-            Box::new(cache_lookups.clone()),
-            Box::new(upstream_requests.clone()),
-            Box::new(upstream_duration.clone()),
-            Box::new(last_fetch.clone()),
-            Box::new(build_info),
-        ] {
-            registry
-                .register(collector)
-                .expect("metric names are unique");
-        }
         Self {
-            registry,
-            http_requests,
-            http_duration,
-            cache_lookups,
-            upstream_requests,
-            upstream_duration,
-            last_fetch,
+            http_requests: b.counters(
+                HTTP_REQUESTS_TOTAL,
+                "HTTP requests answered, by route template, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: b.histograms(
+                HTTP_REQUEST_DURATION_SECONDS,
+                "Time to answer an HTTP request, by route template.",
+                &["route"],
+            ),
+            http_in_flight: b.int_gauge(
+                HTTP_REQUESTS_IN_FLIGHT,
+                "HTTP requests being answered right now, on both listeners.",
+            ),
+            cache_lookups: b.counters(
+                CACHE_LOOKUPS_TOTAL,
+                "Credential cache lookups by database and result (hit, stale, miss).",
+                &["db", "result"],
+            ),
+            upstream_requests: b.counters(
+                UPSTREAM_REQUESTS_TOTAL,
+                "Calls to the secret source, by operation and outcome.",
+                &["operation", "outcome"],
+            ),
+            upstream_duration: b.histograms(
+                UPSTREAM_REQUEST_DURATION_SECONDS,
+                "Duration of calls to the secret source, by operation.",
+                &["operation"],
+            ),
+            last_fetch: b.gauges(
+                CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS,
+                "Unix time of the last successful fetch of a database's credentials.",
+                &["db"],
+            ),
+            stale_served: b.counters(
+                STALE_SERVED_TOTAL,
+                "Responses that served credentials past their TTL because the source failed.",
+                &["db"],
+            ),
+            upstream_up: b.int_gauge(
+                UPSTREAM_UP,
+                "1 if the last call to the secret source got an answer, 0 if it timed out, failed to connect or was throttled.",
+            ),
+            upstream_backoff: b.gauges(
+                UPSTREAM_BACKOFF_SECONDS,
+                "Delay before the next attempt for a database whose fetches are failing; 0 when healthy.",
+                &["db"],
+            ),
+            upstream_failures: b.int_gauges(
+                UPSTREAM_CONSECUTIVE_FAILURES,
+                "Consecutive failed fetches for a database; 0 when healthy.",
+                &["db"],
+            ),
+            registry: b.0,
         }
     }
 

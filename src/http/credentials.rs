@@ -8,19 +8,19 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::broker::Broker;
-use crate::credentials::{Credentials, DbName};
+use crate::broker::{Broker, Served};
+use crate::credentials::DbName;
 
 pub(crate) async fn get(
     State(broker): State<Arc<Broker>>,
     db: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let db = database(db)?;
-    let credentials = broker
+    let served = broker
         .get(&db)
         .await
         .map_err(|e| ApiError::from_broker(&db, e))?;
-    Ok(respond(&credentials))
+    Ok(respond(&served))
 }
 
 pub(crate) async fn refresh(
@@ -28,11 +28,11 @@ pub(crate) async fn refresh(
     db: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let db = database(db)?;
-    let credentials = broker
+    let served = broker
         .refresh(&db)
         .await
         .map_err(|e| ApiError::from_broker(&db, e))?;
-    Ok(respond(&credentials))
+    Ok(respond(&served))
 }
 
 /// The database name from the path, checked for shape before any lookup.
@@ -42,7 +42,8 @@ fn database(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErro
     Ok(db)
 }
 
-fn respond(credentials: &Credentials) -> Response {
+fn respond(served: &Served) -> Response {
+    let credentials = &served.credentials;
     let mut response = (
         [
             (
@@ -50,8 +51,9 @@ fn respond(credentials: &Credentials) -> Response {
                 HeaderValue::from_static("application/json"),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::AGE, HeaderValue::from(served.age.as_secs())),
         ],
-        credentials.to_json(),
+        credentials.to_json(served.stale),
     )
         .into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", credentials.version_id)) {

@@ -20,10 +20,15 @@ pub enum ApiError {
     UnknownDatabase,
     NotFound,
     MethodNotAllowed,
+    HeadersTooLarge,
+    PayloadTooLarge,
     SecretNotFound(DbName),
     Upstream(DbName),
     UpstreamTimeout(DbName),
     MalformedSecret(DbName),
+    CredentialsExpired(DbName),
+    Overloaded,
+    RequestTimeout,
 }
 
 impl ApiError {
@@ -36,6 +41,7 @@ impl ApiError {
             BrokerError::Source(SourceError::Timeout(_)) => Self::UpstreamTimeout(name()),
             BrokerError::Source(SourceError::Unavailable(_)) => Self::Upstream(name()),
             BrokerError::Malformed { db, .. } => Self::MalformedSecret(db),
+            BrokerError::Expired(_) => Self::CredentialsExpired(name()),
         }
     }
 
@@ -71,6 +77,31 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "this endpoint does not accept this method".into(),
+            ),
+            Self::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "the request headers are larger than server.max_header_bytes".into(),
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than server.max_body_bytes".into(),
+            ),
+            Self::CredentialsExpired(db) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "credentials_expired",
+                format!("the secret source has failed for longer than the stale allowance for database {db}"),
+            ),
+            Self::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in progress; retry shortly".into(),
+            ),
+            Self::RequestTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "request_timeout",
+                "the request took longer than server.request_timeout".into(),
             ),
             Self::SecretNotFound(db) => (
                 StatusCode::BAD_GATEWAY,
@@ -109,6 +140,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -133,6 +167,11 @@ mod tests {
             ApiError::Upstream(db()),
             ApiError::UpstreamTimeout(db()),
             ApiError::MalformedSecret(db()),
+            ApiError::HeadersTooLarge,
+            ApiError::PayloadTooLarge,
+            ApiError::CredentialsExpired(db()),
+            ApiError::Overloaded,
+            ApiError::RequestTimeout,
         ];
         let in_code: BTreeSet<&str> = all.iter().map(|e| e.parts().1).collect();
         let spec: serde_json::Value =

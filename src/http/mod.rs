@@ -5,28 +5,38 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use secrecy::SecretString;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tracing::debug;
 
 use crate::broker::Broker;
+use crate::config::Limits;
 use crate::metrics::Metrics;
 
 mod admin;
 mod auth;
 mod credentials;
 mod error;
+mod limits;
 
 pub use error::ApiError;
 
 /// The credentials API. `token` is `None` only when auth is disabled in the configuration.
+///
+/// Layers, outermost first: metrics and request log; overload shedding (a global cap on requests
+/// in progress, past which requests are answered 503 at once) and the request timeout; header and
+/// body limits; the `X-Forwarded-For` check; the token check; then the handlers.
 pub fn api_router(
     broker: Arc<Broker>,
     token: Option<Arc<SecretString>>,
     metrics: Metrics,
+    limits: Limits,
 ) -> Router {
     let mut router = Router::new()
         .route("/credentials/{db}", get(credentials::get))
@@ -39,6 +49,16 @@ pub fn api_router(
     }
     router
         .layer(middleware::from_fn(auth::reject_forwarded))
+        .layer(middleware::from_fn_with_state(limits, limits::enforce))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(limits::overload_error))
+                .load_shed()
+                .layer(GlobalConcurrencyLimitLayer::new(
+                    limits.max_concurrent_requests,
+                ))
+                .timeout(limits.request_timeout),
+        )
         .layer(middleware::from_fn_with_state(metrics, track))
 }
 
@@ -71,7 +91,9 @@ async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> 
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let method = request.method().clone();
+    let in_flight = InFlight::enter(&metrics.http_in_flight);
     let response = next.run(request).await;
+    drop(in_flight);
     let elapsed = started.elapsed();
     let status = response.status();
     metrics
@@ -90,6 +112,22 @@ async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> 
         "request"
     );
     response
+}
+
+/// Counts a request as in flight until dropped, even when the client goes away mid-request.
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +194,9 @@ mod tests {
                 ttl: Duration::from_mins(1),
                 capacity: 10,
                 warm: false,
+                max_stale: Duration::from_mins(1),
             },
+            crate::config::UpstreamConfig::default(),
             Box::new(FixedSource),
             metrics.clone(),
         ));
@@ -165,6 +205,11 @@ mod tests {
                 Arc::clone(&broker),
                 Some(Arc::new(SecretString::from(TOKEN))),
                 metrics.clone(),
+                Limits {
+                    max_header_bytes: 1024,
+                    max_body_bytes: 64,
+                    ..Limits::default()
+                },
             ),
             admin_router(broker, metrics),
         )

@@ -23,6 +23,7 @@ async fn get_returns_the_documented_body_and_headers() {
     let response = broker.get("orders").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["age"], "0");
     let etag = response.headers()["etag"].to_str().unwrap().to_owned();
     let body = json_body(response).await;
     assert_eq!(body["db"], "orders");
@@ -36,9 +37,10 @@ async fn get_returns_the_documented_body_and_headers() {
     let version = body["version_id"].as_str().unwrap();
     assert_eq!(etag, format!("\"{version}\""));
     humantime::parse_rfc3339(body["fetched_at"].as_str().unwrap()).expect("RFC 3339");
+    assert_eq!(body["stale"], false);
     assert_eq!(
         body.as_object().unwrap().len(),
-        10,
+        11,
         "exactly the documented fields: {body}"
     );
 }

@@ -3,7 +3,6 @@
 //! trace-level JSON logs that are scanned for every password the suite used.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -152,11 +151,34 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
-/// An HTTP proxy in front of moto that counts requests by `X-Amz-Target` and can delay them.
+/// What the fault proxy does with the requests it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward to moto.
+    None,
+    /// Close the connection without answering.
+    Reset,
+    /// Answer with this HTTP status and an empty JSON body.
+    Status(u16),
+    /// Answer 400 `ThrottlingException`, as Secrets Manager does when rate-limiting.
+    Throttle,
+}
+
+/// The proxy's shared knobs and records.
+struct ProxyState {
+    /// Requests seen, by `X-Amz-Target`.
+    counts: Mutex<HashMap<String, usize>>,
+    /// When each `GetSecretValue` request arrived.
+    arrivals: Mutex<Vec<Instant>>,
+    delay_ms: AtomicU64,
+    fault: Mutex<Fault>,
+}
+
+/// A fault-injection HTTP proxy in front of moto: counts requests by `X-Amz-Target`, records
+/// their arrival times, and can delay them, reset them, or answer errors or throttling.
 pub struct Proxy {
     pub addr: SocketAddr,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-    delay_ms: Arc<AtomicU64>,
+    state: Arc<ProxyState>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -164,26 +186,24 @@ impl Proxy {
     pub async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let counts = Arc::new(Mutex::new(HashMap::new()));
-        let delay_ms = Arc::new(AtomicU64::new(0));
+        let state = Arc::new(ProxyState {
+            counts: Mutex::new(HashMap::new()),
+            arrivals: Mutex::new(Vec::new()),
+            delay_ms: AtomicU64::new(0),
+            fault: Mutex::new(Fault::None),
+        });
         let client: HyperClient<HttpConnector, Incoming> =
             HyperClient::builder(TokioExecutor::new()).build_http();
-        let (c, d) = (Arc::clone(&counts), Arc::clone(&delay_ms));
+        let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (client, counts, delay) = (client.clone(), Arc::clone(&c), Arc::clone(&d));
+                let (client, state) = (client.clone(), Arc::clone(&shared));
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        forward(
-                            request,
-                            upstream,
-                            client.clone(),
-                            Arc::clone(&counts),
-                            Arc::clone(&delay),
-                        )
+                        forward(request, upstream, client.clone(), Arc::clone(&state))
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -191,28 +211,34 @@ impl Proxy {
                 });
             }
         });
-        Self {
-            addr,
-            counts,
-            delay_ms,
-            task,
-        }
+        Self { addr, state, task }
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// How many requests with `X-Amz-Target: secretsmanager.<operation>` went through.
+    /// How many requests with `X-Amz-Target: secretsmanager.<operation>` arrived.
     pub fn count(&self, operation: &str) -> usize {
         let key = format!("secretsmanager.{operation}");
-        self.counts.lock().unwrap().get(&key).copied().unwrap_or(0)
+        let counts = self.state.counts.lock().unwrap();
+        counts.get(&key).copied().unwrap_or(0)
     }
 
-    /// Delays every later request by `delay` before forwarding it.
+    /// When each `GetSecretValue` request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.state.arrivals.lock().unwrap().clone()
+    }
+
+    /// Delays every later request by `delay` before handling it.
     pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms
-            .store(u64::try_from(delay.as_millis()).unwrap(), Ordering::SeqCst);
+        let millis = u64::try_from(delay.as_millis()).unwrap();
+        self.state.delay_ms.store(millis, Ordering::SeqCst);
+    }
+
+    /// Applies `fault` to every later request.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.state.fault.lock().unwrap() = fault;
     }
 }
 
@@ -226,19 +252,39 @@ async fn forward(
     mut request: hyper::Request<Incoming>,
     upstream: SocketAddr,
     client: HyperClient<HttpConnector, Incoming>,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-    delay_ms: Arc<AtomicU64>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    state: Arc<ProxyState>,
+) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
     let target = request
         .headers()
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("other")
         .to_owned();
-    *counts.lock().unwrap().entry(target).or_default() += 1;
-    let delay = delay_ms.load(Ordering::SeqCst);
+    if target == "secretsmanager.GetSecretValue" {
+        state.arrivals.lock().unwrap().push(Instant::now());
+    }
+    *state.counts.lock().unwrap().entry(target).or_default() += 1;
+    let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let answer = |status: u16, body: &'static str| {
+        Ok(hyper::Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap())
+    };
+    let fault = *state.fault.lock().unwrap();
+    match fault {
+        Fault::None => {}
+        // An error from the service makes hyper drop the connection without a response.
+        Fault::Reset => return Err(std::io::Error::other("injected reset")),
+        Fault::Status(status) => return answer(status, "{}"),
+        Fault::Throttle => {
+            let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+            return answer(400, body);
+        }
     }
     let path = request
         .uri()
@@ -246,22 +292,17 @@ async fn forward(
         .map_or("/", hyper::http::uri::PathAndQuery::as_str)
         .to_owned();
     *request.uri_mut() = format!("http://{upstream}{path}").parse().unwrap();
-    let response = match client.request(request).await {
+    match client.request(request).await {
         Ok(response) => {
             let (parts, body) = response.into_parts();
-            let bytes = body
-                .collect()
-                .await
+            let collected = body.collect().await;
+            let bytes = collected
                 .map(http_body_util::Collected::to_bytes)
                 .unwrap_or_default();
-            hyper::Response::from_parts(parts, Full::new(bytes))
+            Ok(hyper::Response::from_parts(parts, Full::new(bytes)))
         }
-        Err(_) => hyper::Response::builder()
-            .status(502)
-            .body(Full::new(Bytes::from_static(b"proxy: upstream failed")))
-            .unwrap(),
-    };
-    Ok(response)
+        Err(_) => answer(502, "{}"),
+    }
 }
 
 /// moto plus a counting proxy plus a seeding client: the upstream side of one test.
@@ -327,6 +368,10 @@ pub struct BrokerOptions {
     pub databases: String,
     pub warm: bool,
     pub operation_timeout: &'static str,
+    pub ttl: &'static str,
+    pub max_stale: &'static str,
+    /// Extra `key = value` lines for the `[server]` table.
+    pub server_toml: String,
     pub extra_toml: String,
 }
 
@@ -337,6 +382,9 @@ impl BrokerOptions {
             databases: String::new(),
             warm: true,
             operation_timeout: "3s",
+            ttl: "5m",
+            max_stale: "1h",
+            server_toml: String::new(),
             extra_toml: String::new(),
         }
     }
@@ -383,12 +431,14 @@ impl TestBroker {
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 shutdown_grace = "5s"
+{server}
 
 [auth]
 token_file = {token_file:?}
 
 [cache]
-ttl = "5m"
+ttl = {ttl:?}
+max_stale = {max_stale:?}
 warm = {warm}
 
 [source]
@@ -402,6 +452,10 @@ attempt_timeout = {timeout:?}
 operation_timeout = {timeout:?}
 max_attempts = 1
 
+[upstream]
+backoff_initial = "100ms"
+backoff_max = "2s"
+
 [log]
 format = "json"
 level = "trace"
@@ -409,6 +463,9 @@ level = "trace"
 {databases}"#,
             token_file = token_file.display().to_string(),
             warm = options.warm,
+            server = options.server_toml,
+            ttl = options.ttl,
+            max_stale = options.max_stale,
             endpoint = options.endpoint,
             timeout = options.operation_timeout,
             extra = options.extra_toml,

@@ -1,6 +1,9 @@
 //! Integration tests: the real broker binary against a real moto server over HTTP.
 //! Needs moto (`bash .ci/setup` installs it) and promtool; a missing tool fails with a message.
 
+// Scenario tests read best top to bottom, and they compare small counts with metric values.
+#![allow(clippy::too_many_lines, clippy::cast_precision_loss)]
+
 mod admin;
 mod auth;
 mod config;
@@ -8,4 +11,6 @@ mod credentials;
 mod helpers;
 mod lifecycle;
 mod openapi;
+mod resilience;
+mod schemathesis;
 mod upstream;
