@@ -15,11 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use crate::broker::Broker;
-use crate::config::{AuthConfig, Config, Limits, SourceConfig};
+use crate::broker::{Broker, Parts};
+use crate::config::{AuthConfig, Config, Limits, SecretRef, SourceConfig};
 use crate::http;
 use crate::metrics::Metrics;
-use crate::source::{FileSource, SecretsManagerSource, Source, secrets_manager};
+use crate::source::{FileSource, RdsApi, RdsClient, SecretsManagerSource, Source, secrets_manager};
 
 /// Connections the admin listener keeps open at most (probes and scrapers).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -42,18 +42,28 @@ impl App {
     /// Creates the source and broker and binds both listeners.
     pub async fn build(config: Config) -> std::io::Result<Self> {
         let metrics = Metrics::new();
-        let source: Box<dyn Source> = match &config.source {
-            SourceConfig::File { path } => Box::new(FileSource::new(path.clone())),
-            SourceConfig::SecretsManager(aws) => Box::new(SecretsManagerSource::new(
-                &secrets_manager::sdk_config(aws).await,
-            )),
+        let uses_rds = config
+            .databases
+            .values()
+            .any(|db| matches!(db.secret, SecretRef::Rds(_)));
+        let (source, rds): (Box<dyn Source>, Option<Box<dyn RdsApi>>) = match &config.source {
+            SourceConfig::File { path } => (Box::new(FileSource::new(path.clone())), None),
+            SourceConfig::SecretsManager(aws) => {
+                let sdk = secrets_manager::sdk_config(aws).await;
+                let rds = uses_rds.then(|| Box::new(RdsClient::new(&sdk)) as Box<dyn RdsApi>);
+                (Box::new(SecretsManagerSource::new(&sdk)), rds)
+            }
         };
         let broker = Arc::new(Broker::new(
             config.databases,
             &config.cache,
-            config.upstream,
-            source,
-            metrics.clone(),
+            Parts {
+                source,
+                rds,
+                metrics: metrics.clone(),
+                upstream: config.upstream,
+                rotation: config.rotation,
+            },
         ));
         let token = match config.auth {
             AuthConfig::Token(token) => Some(Arc::new(token)),

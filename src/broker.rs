@@ -1,27 +1,31 @@
-//! The core: a database name in, current credentials out, through the cache and the source.
+//! The core: a database name in, current credentials out, through the cache and the sources.
 //! Every upstream call for a database goes through one per-database flight, so there is never
 //! more than one in progress; failures back off with growing, jittered delays; entries are
 //! refreshed in the background before their TTL ends; and while the source fails the last good
-//! credentials are served, marked stale, for at most `max_stale`. Nothing here knows about HTTP.
+//! credentials are served, marked stale, for at most `max_stale`. RDS databases are resolved to
+//! their master user secret and endpoint, cached apart with a longer TTL. Nothing here knows
+//! about HTTP.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::cache::CredentialCache;
-use crate::config::{CacheConfig, DatabaseConfig, UpstreamConfig};
-use crate::credentials::{Credentials, DbName, MalformedSecret};
+use crate::config::{CacheConfig, DatabaseConfig, RotationConfig, SecretRef, UpstreamConfig};
+use crate::credentials::{Credentials, DbName, Defaults, MalformedSecret};
 use crate::metrics::Metrics;
-use crate::source::{Source, SourceError};
+use crate::source::{RdsApi, SecretMetadata, Source, SourceError, Stage, Topology};
 
 /// How many background fetches (warm-up and refresh-ahead) run at once across all databases.
 const BACKGROUND_CONCURRENCY: usize = 8;
 /// Background refresh starts at a random point between these fractions of the TTL.
 const REFRESH_AHEAD: (f64, f64) = (0.80, 0.90);
+/// The values `MasterUserSecret.SecretStatus` takes, each a series of the status gauge.
+const SECRET_STATUSES: [&str; 4] = ["creating", "active", "rotating", "impaired"];
 
 /// Why the broker could not return credentials.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,6 +39,9 @@ pub enum BrokerError {
     /// The last good credentials are older than `ttl + max_stale` and the source still fails.
     #[error("credentials expired: {0}")]
     Expired(SourceError),
+    /// The RDS instance or cluster no longer exists.
+    #[error("database deleted: {0}")]
+    Deleted(String),
 }
 
 /// Credentials as served, with how old they are.
@@ -45,6 +52,25 @@ pub struct Served {
     pub stale: bool,
     /// Time since the credentials were fetched.
     pub age: Duration,
+}
+
+impl Served {
+    fn fresh(credentials: Arc<Credentials>) -> Self {
+        Self {
+            age: credentials.fetched.elapsed(),
+            credentials,
+            stale: false,
+        }
+    }
+}
+
+/// A database's readiness as `/readyz` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness<'a> {
+    /// Databases not fetched successfully yet.
+    pub not_ready: Vec<&'a DbName>,
+    /// Databases served, but whose RDS secret status is `impaired`.
+    pub degraded: Vec<&'a DbName>,
 }
 
 /// The outcome of the last upstream attempt for a database, shared with everyone who waited.
@@ -71,6 +97,10 @@ struct DbState {
     serving_stale: AtomicBool,
     /// The version id last fetched, to notice rotations.
     last_version: Mutex<Option<String>>,
+    /// The resolved RDS topology and when it was resolved.
+    topology: Mutex<Option<(Instant, Arc<Topology>)>>,
+    /// `DescribeSecret` saw an `AWSPENDING` version: fetch it with the next fetch.
+    pending_hint: AtomicBool,
 }
 
 /// Serves credentials for the configured databases.
@@ -78,10 +108,13 @@ pub struct Broker {
     dbs: HashMap<DbName, DbState>,
     cache: CredentialCache,
     source: Box<dyn Source>,
+    rds: Option<Box<dyn RdsApi>>,
     metrics: Metrics,
     ttl: Duration,
     max_stale: Duration,
+    topology_ttl: Duration,
     upstream: UpstreamConfig,
+    rotation: RotationConfig,
     warm: bool,
     background: Semaphore,
 }
@@ -94,13 +127,21 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// The parts a broker is built from.
+pub(crate) struct Parts {
+    pub(crate) source: Box<dyn Source>,
+    /// Required when any database is named by an RDS identifier.
+    pub(crate) rds: Option<Box<dyn RdsApi>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) upstream: UpstreamConfig,
+    pub(crate) rotation: RotationConfig,
+}
+
 impl Broker {
     pub(crate) fn new(
         databases: impl IntoIterator<Item = (DbName, DatabaseConfig)>,
         cache: &CacheConfig,
-        upstream: UpstreamConfig,
-        source: Box<dyn Source>,
-        metrics: Metrics,
+        parts: Parts,
     ) -> Self {
         let dbs = databases
             .into_iter()
@@ -113,6 +154,8 @@ impl Broker {
                     wake: Notify::new(),
                     serving_stale: AtomicBool::new(false),
                     last_version: Mutex::new(None),
+                    topology: Mutex::new(None),
+                    pending_hint: AtomicBool::new(false),
                 };
                 (name, state)
             })
@@ -121,11 +164,14 @@ impl Broker {
             dbs,
             // Entries live past their TTL for `max_stale`, to be served while the source fails.
             cache: CredentialCache::new(cache.ttl + cache.max_stale, cache.capacity),
-            source,
-            metrics,
+            source: parts.source,
+            rds: parts.rds,
+            metrics: parts.metrics,
             ttl: cache.ttl,
             max_stale: cache.max_stale,
-            upstream,
+            topology_ttl: cache.topology_ttl,
+            upstream: parts.upstream,
+            rotation: parts.rotation,
             warm: cache.warm,
             background: Semaphore::new(BACKGROUND_CONCURRENCY),
         }
@@ -158,48 +204,75 @@ impl Broker {
         }
         self.count_lookup(name, "miss");
         let credentials = self
-            .fetch_shared(name, state, arrived, true)
+            .fetch_shared(name, state, arrived, true, false)
             .await
             .map_err(|e| match e {
-                BrokerError::Source(source) if state.ready.load(Ordering::Acquire) => {
+                BrokerError::Source(source)
+                    if source.is_outage() && state.ready.load(Ordering::Acquire) =>
+                {
                     BrokerError::Expired(source)
                 }
                 other => other,
             })?;
-        Ok(Served {
-            credentials,
-            stale: false,
-            age: Duration::ZERO,
-        })
+        Ok(Served::fresh(credentials))
     }
 
-    /// Fetches `db` from the source now and caches the result. Refreshes that arrive while an
-    /// upstream call for `db` is in flight share its result instead of calling again, and while
-    /// the source is failing no call is made before the backoff delay has passed.
-    pub async fn refresh(&self, db: &str) -> Result<Served, BrokerError> {
+    /// Fetches `db` from the source now, the call a client makes after its login failed.
+    ///
+    /// Answered without an upstream call when `known_version` (the version the caller has)
+    /// is already superseded by the cached one, or when the last fetch is younger than the
+    /// refresh minimum interval. Otherwise callers share one upstream call, which also reads
+    /// the `AWSPENDING` version when the current one did not change (a rotation may be half
+    /// done); while the source fails, no call is made before the backoff delay has passed.
+    pub async fn refresh(
+        &self,
+        db: &str,
+        known_version: Option<&str>,
+    ) -> Result<Served, BrokerError> {
         let (name, state) = self.lookup(db)?;
-        let credentials = self.fetch_shared(name, state, Instant::now(), true).await?;
-        Ok(Served {
-            age: credentials.fetched.elapsed(),
-            credentials,
-            stale: false,
-        })
+        let arrived = Instant::now();
+        if let Some(cached) = self.cache.get(name).await {
+            let superseded = known_version.is_some_and(|known| known != cached.version_id);
+            let recent = cached.fetched.elapsed() < self.rotation.refresh_min_interval;
+            if superseded || recent {
+                debug!(db = %name, superseded, recent, "refresh answered from the cache");
+                return Ok(Served::fresh(cached));
+            }
+        }
+        let credentials = self.fetch_shared(name, state, arrived, true, true).await?;
+        Ok(Served::fresh(credentials))
     }
 
-    /// The configured databases that have not been fetched successfully yet.
-    pub fn not_ready(&self) -> Vec<&DbName> {
-        let mut names: Vec<&DbName> = self
-            .dbs
-            .iter()
-            .filter(|(_, state)| !state.ready.load(Ordering::Acquire))
-            .map(|(name, _)| name)
-            .collect();
-        names.sort();
-        names
+    /// Which databases are not ready, and which are served but degraded.
+    pub fn readiness(&self) -> Readiness<'_> {
+        let mut not_ready = Vec::new();
+        let mut degraded = Vec::new();
+        for (name, state) in &self.dbs {
+            if !state.ready.load(Ordering::Acquire) {
+                not_ready.push(name);
+            }
+            let topology = state
+                .topology
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if topology
+                .as_ref()
+                .is_some_and(|(_, t)| t.secret_status.as_deref() == Some("impaired"))
+            {
+                degraded.push(name);
+            }
+        }
+        not_ready.sort();
+        degraded.sort();
+        Readiness {
+            not_ready,
+            degraded,
+        }
     }
 
     /// Keeps every database fresh in the background until the returned future is dropped:
-    /// warm-up (when enabled), refresh-ahead before the TTL ends, and retries with backoff.
+    /// warm-up (when enabled), refresh-ahead before the TTL ends, retries with backoff, and the
+    /// periodic `DescribeSecret` for rotation metrics.
     pub async fn run_background(self: Arc<Self>) {
         let mut tasks = tokio::task::JoinSet::new();
         for name in self.dbs.keys() {
@@ -214,6 +287,7 @@ impl Broker {
 
     async fn keep_fresh(&self, name: &DbName) {
         let state = &self.dbs[name];
+        let mut next_describe = Instant::now();
         loop {
             let due = *state
                 .next_fetch
@@ -224,14 +298,25 @@ impl Broker {
                 state.wake.notified().await;
                 continue;
             };
-            if due > Instant::now() {
-                tokio::time::sleep_until(due.into()).await;
+            let describe_due = state.ready.load(Ordering::Acquire).then_some(next_describe);
+            let wake_at = describe_due.map_or(due, |d| d.min(due));
+            if wake_at > Instant::now() {
+                tokio::time::sleep_until(wake_at.into()).await;
                 continue; // `next_fetch` may have moved meanwhile (a refresh, a retry).
             }
             let Ok(_permit) = self.background.acquire().await else {
                 return;
             };
-            let _ = self.fetch_shared(name, state, Instant::now(), false).await;
+            if due <= Instant::now() {
+                let pending = state.pending_hint.load(Ordering::Acquire);
+                let _ = self
+                    .fetch_shared(name, state, Instant::now(), false, pending)
+                    .await;
+            }
+            if describe_due.is_some_and(|d| d <= Instant::now()) {
+                self.describe(name, state).await;
+                next_describe = Instant::now() + self.rotation.describe_interval;
+            }
         }
     }
 
@@ -268,6 +353,7 @@ impl Broker {
         state: &DbState,
         arrived: Instant,
         honor_backoff: bool,
+        with_pending: bool,
     ) -> Result<Arc<Credentials>, BrokerError> {
         let mut flight = state.flight.lock().await;
         if let Some((finished, result)) = &flight.last
@@ -281,23 +367,30 @@ impl Broker {
         {
             return Err(last.clone());
         }
-        let result = self.fetch(name, state).await;
+        let result = self.fetch(name, state, with_pending).await;
         let now = Instant::now();
-        let next = if let Ok(credentials) = &result {
-            flight.failures = 0;
-            flight.retry_at = None;
-            self.cache
-                .insert(name.clone(), Arc::clone(credentials))
-                .await;
-            if state.serving_stale.swap(false, Ordering::AcqRel) {
-                info!(db = %name, "the secret source answers again; serving fresh credentials");
+        let next = match &result {
+            Ok(credentials) => {
+                flight.failures = 0;
+                flight.retry_at = None;
+                self.cache
+                    .insert(name.clone(), Arc::clone(credentials))
+                    .await;
+                if state.serving_stale.swap(false, Ordering::AcqRel) {
+                    info!(db = %name, "the secret source answers again; serving fresh credentials");
+                }
+                now + self.ttl.mul_f64(fastrand_between(REFRESH_AHEAD))
             }
-            now + self.ttl.mul_f64(fastrand_between(REFRESH_AHEAD))
-        } else {
-            flight.failures = flight.failures.saturating_add(1);
-            let delay = self.backoff(flight.failures);
-            flight.retry_at = Some(now + delay);
-            now + delay
+            Err(err) => {
+                if matches!(err, BrokerError::Deleted(_)) {
+                    // Nothing stale is worth serving for a database that no longer exists.
+                    self.cache.invalidate(name).await;
+                }
+                flight.failures = flight.failures.saturating_add(1);
+                let delay = self.backoff(flight.failures);
+                flight.retry_at = Some(now + delay);
+                now + delay
+            }
         };
         let backoff = flight.retry_at.map_or(0.0, |at| (at - now).as_secs_f64());
         self.metrics
@@ -334,11 +427,14 @@ impl Broker {
         full.mul_f64(fastrand_between((0.5, 1.0)))
     }
 
-    /// One upstream fetch and parse, with metrics and logs.
-    async fn fetch(&self, name: &DbName, state: &DbState) -> Result<Arc<Credentials>, BrokerError> {
-        let operation = self.source.operation();
+    /// Times an upstream call and counts its outcome; keeps `upstream_up` current.
+    async fn observe<T>(
+        &self,
+        operation: &str,
+        call: impl Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
         let started = Instant::now();
-        let result = self.source.fetch(&state.config.secret_id).await;
+        let result = call.await;
         self.metrics
             .upstream_duration
             .with_label_values(&[operation])
@@ -350,56 +446,232 @@ impl Broker {
             .upstream_requests
             .with_label_values(&[operation, outcome])
             .inc();
-        let reachable = !matches!(
-            result,
-            Err(SourceError::Timeout(_) | SourceError::Unavailable(_))
-        );
-        self.metrics.upstream_up.set(i64::from(reachable));
+        let up = !result.as_ref().is_err_and(SourceError::is_outage);
+        self.metrics.upstream_up.set(i64::from(up));
+        result
+    }
+
+    /// The RDS topology of `state`'s database: cached for `topology_ttl`, or resolved again.
+    async fn topology(
+        &self,
+        name: &DbName,
+        state: &DbState,
+        force: bool,
+    ) -> Result<Option<Arc<Topology>>, BrokerError> {
+        let SecretRef::Rds(target) = &state.config.secret else {
+            return Ok(None);
+        };
+        if !force {
+            let cached = state
+                .topology
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((resolved, topology)) = cached.as_ref()
+                && resolved.elapsed() < self.topology_ttl
+            {
+                return Ok(Some(Arc::clone(topology)));
+            }
+        }
+        let rds = self
+            .rds
+            .as_ref()
+            .expect("an RDS client exists when RDS databases do");
+        let resolved = self.observe(target.operation(), rds.resolve(target)).await;
+        let topology = match resolved {
+            Ok(topology) => Arc::new(topology),
+            Err(SourceError::Gone(id)) => {
+                warn!(db = %name, rds = %id, "the RDS database no longer exists");
+                self.metrics
+                    .database_deleted
+                    .with_label_values(&[name.as_str()])
+                    .inc();
+                *state
+                    .topology
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                return Err(BrokerError::Deleted(id));
+            }
+            Err(err) => {
+                // An outage of the RDS API does not stop a known secret from being read.
+                let cached = state
+                    .topology
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some((_, topology)) = cached.as_ref().filter(|_| err.is_outage() && !force) {
+                    warn!(db = %name, error = %err, "resolving the RDS database failed; using the last topology");
+                    return Ok(Some(Arc::clone(topology)));
+                }
+                warn!(db = %name, error = %err, "resolving the RDS database failed");
+                return Err(err.into());
+            }
+        };
+        for status in SECRET_STATUSES {
+            let current = topology.secret_status.as_deref() == Some(status);
+            self.metrics
+                .secret_status
+                .with_label_values(&[name.as_str(), status])
+                .set(i64::from(current));
+        }
+        *state
+            .topology
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), Arc::clone(&topology)));
+        Ok(Some(topology))
+    }
+
+    /// One fetch: resolve RDS if needed, read the current version (and the pending one when
+    /// asked and the current did not change), parse, record metrics and logs.
+    async fn fetch(
+        &self,
+        name: &DbName,
+        state: &DbState,
+        with_pending: bool,
+    ) -> Result<Arc<Credentials>, BrokerError> {
+        let mut topology = self.topology(name, state, false).await?;
+        let operation = self.source.fetch_operation();
+        let secret_id = |topology: &Option<Arc<Topology>>| match (&state.config.secret, topology) {
+            (SecretRef::SecretId(id), _) => id.clone(),
+            (SecretRef::Rds(_), Some(t)) => t.secret_arn.clone(),
+            (SecretRef::Rds(_), None) => unreachable!("RDS databases always have a topology"),
+        };
+        let mut id = secret_id(&topology);
+        let mut result = self
+            .observe(operation, self.source.fetch(&id, Stage::Current))
+            .await;
+        if matches!(result, Err(SourceError::NotFound(_))) && topology.is_some() {
+            // The secret is gone: the instance may have been re-created with a new one.
+            topology = self.topology(name, state, true).await?;
+            let new_id = secret_id(&topology);
+            if new_id != id {
+                info!(db = %name, "the RDS database has a new master user secret");
+                id = new_id;
+                result = self
+                    .observe(operation, self.source.fetch(&id, Stage::Current))
+                    .await;
+            }
+        }
         let secret = result.inspect_err(|e| {
             warn!(db = %name, error = %e, "fetching credentials failed");
         })?;
-        let credentials =
-            Credentials::from_secret(name.clone(), &state.config, secret).map_err(|reason| {
-                warn!(db = %name, %reason, "secret is not usable as database credentials");
-                BrokerError::Malformed {
-                    db: name.clone(),
-                    reason,
+        let malformed = |reason| {
+            warn!(db = %name, %reason, "secret is not usable as database credentials");
+            BrokerError::Malformed {
+                db: name.clone(),
+                reason,
+            }
+        };
+        let mut defaults = Defaults::from_config(&state.config);
+        if let Some(topology) = &topology {
+            defaults = defaults.with_topology(topology);
+        }
+        let mut credentials =
+            Credentials::from_secret(name.clone(), defaults, secret).map_err(malformed)?;
+        let unchanged = state
+            .last_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref()
+            == Some(credentials.version_id.as_str());
+        if with_pending && (unchanged || state.pending_hint.load(Ordering::Acquire)) {
+            match self
+                .observe(operation, self.source.fetch(&id, Stage::Pending))
+                .await
+            {
+                Ok(pending) => {
+                    credentials = credentials.with_pending(pending).map_err(malformed)?;
                 }
-            })?;
-        note_version(name, state, &credentials.version_id);
-        let fetched_at = credentials
-            .fetched_at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
+                Err(SourceError::NotFound(_)) => state.pending_hint.store(false, Ordering::Release),
+                Err(e) => warn!(db = %name, error = %e, "reading the pending version failed"),
+            }
+        }
+        self.note_version(name, state, &credentials.version_id);
         self.metrics
             .last_fetch
             .with_label_values(&[name.as_str()])
-            .set(fetched_at);
+            .set(unix_seconds(credentials.fetched_at));
         state.ready.store(true, Ordering::Release);
         debug!(db = %name, version_id = %credentials.version_id, "credentials fetched");
         Ok(Arc::new(credentials))
     }
+
+    /// `DescribeSecret` for rotation metrics; notes a pending version for the next fetch.
+    async fn describe(&self, name: &DbName, state: &DbState) {
+        let id = match &state.config.secret {
+            SecretRef::SecretId(id) => id.clone(),
+            SecretRef::Rds(_) => {
+                let topology = state
+                    .topology
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                match topology.as_ref() {
+                    Some((_, t)) => t.secret_arn.clone(),
+                    None => return,
+                }
+            }
+        };
+        let Some(call) = self.source.describe(&id) else {
+            return;
+        };
+        let metadata: SecretMetadata = match self.observe("DescribeSecret", call).await {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                warn!(db = %name, error = %e, "describing the secret failed");
+                return;
+            }
+        };
+        let db = [name.as_str()];
+        self.metrics
+            .rotation_enabled
+            .with_label_values(&db)
+            .set(i64::from(metadata.rotation_enabled));
+        if let Some(at) = metadata.last_rotated {
+            self.metrics
+                .last_rotated
+                .with_label_values(&db)
+                .set(unix_seconds(at));
+        }
+        if let Some(at) = metadata.next_rotation {
+            self.metrics
+                .next_rotation
+                .with_label_values(&db)
+                .set(unix_seconds(at));
+        }
+        if let Some(version) = metadata.pending_version {
+            debug!(db = %name, pending_version = %version, "a rotation is under way");
+            state.pending_hint.store(true, Ordering::Release);
+        }
+    }
+
+    /// Remembers the version fetched for a database; a change is a rotation, counted and
+    /// logged (version ids only).
+    fn note_version(&self, name: &DbName, state: &DbState, version_id: &str) {
+        let mut last = state
+            .last_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(previous) = last.as_deref()
+            && previous != version_id
+        {
+            info!(db = %name, previous_version = previous, version_id, "credentials version changed");
+            self.metrics
+                .rotations
+                .with_label_values(&[name.as_str()])
+                .inc();
+        }
+        *last = Some(version_id.to_owned());
+    }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// A uniformly random factor in `[low, high)`.
 fn fastrand_between((low, high): (f64, f64)) -> f64 {
     low + fastrand::f64() * (high - low)
-}
-
-/// Remembers the version fetched for a database and logs when it changed (version ids only).
-fn note_version(name: &DbName, state: &DbState, version_id: &str) {
-    let mut last = state
-        .last_version
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    match last.as_deref() {
-        Some(previous) if previous != version_id => {
-            info!(db = %name, previous_version = previous, version_id, "credentials version changed");
-        }
-        _ => {}
-    }
-    *last = Some(version_id.to_owned());
 }
 
 #[cfg(test)]
@@ -418,18 +690,26 @@ mod tests {
     }
 
     impl Source for FakeSource {
-        fn operation(&self) -> &'static str {
+        fn fetch_operation(&self) -> &'static str {
             "Fake"
+        }
+
+        fn describe<'a>(
+            &'a self,
+            _secret_id: &'a str,
+        ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
+            None
         }
 
         fn fetch<'a>(
             &'a self,
             secret_id: &'a str,
+            stage: Stage,
         ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                if secret_id == "missing" {
+                if secret_id == "missing" || stage == Stage::Pending {
                     return Err(SourceError::NotFound(secret_id.to_owned()));
                 }
                 if self.failing.load(Ordering::SeqCst) {
@@ -456,7 +736,7 @@ mod tests {
         let version = Arc::new(Mutex::new("v1".to_owned()));
         let failing = Arc::new(AtomicBool::new(false));
         let db = |secret_id: &str| DatabaseConfig {
-            secret_id: secret_id.into(),
+            secret: SecretRef::SecretId(secret_id.into()),
             host: None,
             port: None,
             dbname: None,
@@ -472,17 +752,25 @@ mod tests {
                 capacity: 10,
                 warm: false,
                 max_stale,
+                topology_ttl: Duration::from_mins(1),
             },
-            UpstreamConfig {
-                backoff_initial: Duration::from_millis(200),
-                backoff_max: Duration::from_secs(2),
+            Parts {
+                source: Box::new(FakeSource {
+                    calls: Arc::clone(&calls),
+                    version: Arc::clone(&version),
+                    failing: Arc::clone(&failing),
+                }),
+                rds: None,
+                metrics: Metrics::new(),
+                upstream: UpstreamConfig {
+                    backoff_initial: Duration::from_millis(200),
+                    backoff_max: Duration::from_secs(2),
+                },
+                rotation: RotationConfig {
+                    describe_interval: Duration::from_mins(10),
+                    refresh_min_interval: Duration::ZERO,
+                },
             },
-            Box::new(FakeSource {
-                calls: Arc::clone(&calls),
-                version: Arc::clone(&version),
-                failing: Arc::clone(&failing),
-            }),
-            Metrics::new(),
         );
         Harness {
             broker: Arc::new(broker),
@@ -517,7 +805,7 @@ mod tests {
             Err(BrokerError::UnknownDatabase)
         ));
         assert!(matches!(
-            h.broker.refresh("nope").await,
+            h.broker.refresh("nope", None).await,
             Err(BrokerError::UnknownDatabase)
         ));
         assert_eq!(h.calls.load(Ordering::SeqCst), 0);
@@ -544,7 +832,7 @@ mod tests {
         let broker = Arc::clone(&h.broker);
         let results = concurrently(20, move || {
             let broker = Arc::clone(&broker);
-            async move { broker.refresh("orders").await }
+            async move { broker.refresh("orders", None).await }
         })
         .await;
         assert!(
@@ -566,11 +854,12 @@ mod tests {
     #[tokio::test]
     async fn readiness_lists_databases_not_fetched_yet() {
         let h = default_harness();
-        assert_eq!(h.broker.not_ready().len(), 2);
+        assert_eq!(h.broker.readiness().not_ready.len(), 2);
         h.broker.get("orders").await.unwrap();
         let names: Vec<String> = h
             .broker
-            .not_ready()
+            .readiness()
+            .not_ready
             .iter()
             .map(ToString::to_string)
             .collect();

@@ -29,6 +29,11 @@ impl CredentialCache {
         self.inner.get(db).await
     }
 
+    /// Drops whatever is cached for `db`.
+    pub(crate) async fn invalidate(&self, db: &DbName) {
+        self.inner.invalidate(db).await;
+    }
+
     /// Replaces whatever is cached for `db`.
     pub(crate) async fn insert(&self, db: DbName, credentials: Arc<Credentials>) {
         self.inner.insert(db, credentials).await;

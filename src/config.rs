@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::credentials::DbName;
+use crate::source::RdsTarget;
 
 /// Prefix of the environment variables that override file values; `__` separates nesting levels.
 pub const ENV_PREFIX: &str = "CREDENTIAL_BROKER_";
@@ -48,6 +49,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub cache: CacheConfig,
     pub upstream: UpstreamConfig,
+    pub rotation: RotationConfig,
     pub source: SourceConfig,
     pub log: LogConfig,
     pub databases: BTreeMap<DbName, DatabaseConfig>,
@@ -98,6 +100,26 @@ pub struct CacheConfig {
     pub warm: bool,
     /// How long past `ttl` the last good credentials may be served while the source fails.
     pub max_stale: Duration,
+    /// How long an RDS database's resolved endpoint and secret ARN are reused.
+    pub topology_ttl: Duration,
+}
+
+/// Rotation awareness.
+#[derive(Debug, Clone, Copy)]
+pub struct RotationConfig {
+    /// How often `DescribeSecret` is called per database for rotation dates and pending versions.
+    pub describe_interval: Duration,
+    /// An explicit refresh within this time of the last fetch is answered from that fetch.
+    pub refresh_min_interval: Duration,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self {
+            describe_interval: Duration::from_mins(10),
+            refresh_min_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// How the broker paces calls to a failing source, per database.
@@ -142,10 +164,19 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Where a database's secret is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// A secret name or ARN.
+    SecretId(String),
+    /// The master user secret of an RDS instance or cluster, resolved through the RDS API.
+    Rds(RdsTarget),
+}
+
 /// One database the broker serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
-    pub secret_id: String,
+    pub secret: SecretRef,
     pub host: Option<String>,
     pub port: Option<u16>,
     pub dbname: Option<String>,
@@ -208,6 +239,8 @@ struct RawConfig {
     cache: RawCache,
     #[serde(default)]
     upstream: RawUpstream,
+    #[serde(default)]
+    rotation: RawRotation,
     #[serde(default)]
     source: RawSource,
     #[serde(default)]
@@ -285,6 +318,27 @@ struct RawCache {
     warm: bool,
     #[serde(with = "humantime_serde")]
     max_stale: Duration,
+    #[serde(with = "humantime_serde")]
+    topology_ttl: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRotation {
+    #[serde(with = "humantime_serde")]
+    describe_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    refresh_min_interval: Duration,
+}
+
+impl Default for RawRotation {
+    fn default() -> Self {
+        let defaults = RotationConfig::default();
+        Self {
+            describe_interval: defaults.describe_interval,
+            refresh_min_interval: defaults.refresh_min_interval,
+        }
+    }
 }
 
 impl Default for RawCache {
@@ -294,6 +348,7 @@ impl Default for RawCache {
             capacity: 1000,
             warm: true,
             max_stale: Duration::from_hours(1),
+            topology_ttl: Duration::from_mins(15),
         }
     }
 }
@@ -416,7 +471,9 @@ impl Default for RawLog {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
-    secret_id: String,
+    secret_id: Option<String>,
+    rds_instance: Option<String>,
+    rds_cluster: Option<String>,
     host: Option<String>,
     port: Option<u16>,
     dbname: Option<String>,
@@ -429,6 +486,16 @@ impl RawConfig {
         let auth = self.auth.validate()?;
         let cache = self.cache.validate()?;
         let upstream = self.upstream.validate()?;
+        if self.rotation.describe_interval.is_zero() {
+            return Err(invalid(
+                "rotation.describe_interval",
+                "must be greater than zero",
+            ));
+        }
+        let rotation = RotationConfig {
+            describe_interval: self.rotation.describe_interval,
+            refresh_min_interval: self.rotation.refresh_min_interval,
+        };
         let source = match self.source.kind {
             SourceKind::File => {
                 let path = self.source.path.ok_or_else(|| {
@@ -469,37 +536,65 @@ impl RawConfig {
         for (name, db) in self.databases {
             let key = format!("databases.{name}");
             let db_name = DbName::parse(&name).map_err(|why| invalid(&key, why))?;
-            if db.secret_id.trim().is_empty() {
-                return Err(invalid(format!("{key}.secret_id"), "must not be empty"));
-            }
-            if db.port == Some(0) {
-                return Err(invalid(
-                    format!("{key}.port"),
-                    "must be between 1 and 65535",
-                ));
-            }
-            databases.insert(
-                db_name,
-                DatabaseConfig {
-                    secret_id: db.secret_id,
-                    host: db.host,
-                    port: db.port,
-                    dbname: db.dbname,
-                    engine: db.engine,
-                },
-            );
+            let file_source = matches!(source, SourceConfig::File { .. });
+            databases.insert(db_name, db.validate(&key, file_source)?);
         }
         Ok(Config {
             server,
             auth,
             cache,
             upstream,
+            rotation,
             source,
             log: LogConfig {
                 format: self.log.format,
                 level: self.log.level,
             },
             databases,
+        })
+    }
+}
+
+impl RawDatabase {
+    /// Checks the database table at `key`; RDS references need the Secrets Manager source.
+    fn validate(self, key: &str, file_source: bool) -> Result<DatabaseConfig, ConfigError> {
+        let secret = match (self.secret_id, self.rds_instance, self.rds_cluster) {
+            (Some(id), None, None) => SecretRef::SecretId(id),
+            (None, Some(id), None) => SecretRef::Rds(RdsTarget::Instance(id)),
+            (None, None, Some(id)) => SecretRef::Rds(RdsTarget::Cluster(id)),
+            _ => {
+                return Err(invalid(
+                    key,
+                    "set exactly one of secret_id, rds_instance and rds_cluster",
+                ));
+            }
+        };
+        let (field, id) = match &secret {
+            SecretRef::SecretId(id) => ("secret_id", id),
+            SecretRef::Rds(RdsTarget::Instance(id)) => ("rds_instance", id),
+            SecretRef::Rds(RdsTarget::Cluster(id)) => ("rds_cluster", id),
+        };
+        if id.trim().is_empty() {
+            return Err(invalid(format!("{key}.{field}"), "must not be empty"));
+        }
+        if file_source && matches!(secret, SecretRef::Rds(_)) {
+            return Err(invalid(
+                format!("{key}.{field}"),
+                "RDS databases need source.kind = \"secrets_manager\"",
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(invalid(
+                format!("{key}.port"),
+                "must be between 1 and 65535",
+            ));
+        }
+        Ok(DatabaseConfig {
+            secret,
+            host: self.host,
+            port: self.port,
+            dbname: self.dbname,
+            engine: self.engine,
         })
     }
 }
@@ -605,6 +700,7 @@ impl RawCache {
             capacity: self.capacity,
             warm: self.warm,
             max_stale: self.max_stale,
+            topology_ttl: self.topology_ttl,
         })
     }
 }
@@ -765,6 +861,35 @@ mod tests {
             "{MINIMAL}\n[upstream]\nbackoff_initial = \"2s\"\nbackoff_max = \"1s\"\n"
         ));
         assert_eq!(err.key, "upstream.backoff_max");
+    }
+
+    #[test]
+    fn databases_name_exactly_one_secret_reference() {
+        let config = Config::from_toml(
+            "[auth]\ndisabled = true\n[databases.a]\nrds_instance = \"database-1\"\n[databases.b]\nrds_cluster = \"c\"\n",
+        )
+        .unwrap();
+        let a = &config.databases[&DbName::parse("a").unwrap()];
+        assert_eq!(
+            a.secret,
+            SecretRef::Rds(RdsTarget::Instance("database-1".into()))
+        );
+        let b = &config.databases[&DbName::parse("b").unwrap()];
+        assert_eq!(b.secret, SecretRef::Rds(RdsTarget::Cluster("c".into())));
+        let err = error_of(
+            "[auth]\ndisabled = true\n[databases.a]\nsecret_id = \"s\"\nrds_instance = \"i\"\n",
+        );
+        assert_eq!(err.key, "databases.a");
+        let err = error_of("[auth]\ndisabled = true\n[databases.a]\nport = 5432\n");
+        assert_eq!(err.key, "databases.a");
+    }
+
+    #[test]
+    fn rds_databases_need_secrets_manager() {
+        let err = error_of(
+            "[auth]\ndisabled = true\n[source]\nkind = \"file\"\npath = \"x.json\"\n[databases.a]\nrds_instance = \"i\"\n",
+        );
+        assert_eq!(err.key, "databases.a.rds_instance");
     }
 
     #[test]

@@ -9,7 +9,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::{Map, Value};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 use crate::config::DatabaseConfig;
+use crate::source::Topology;
 
 /// Longest database name accepted, in bytes.
 pub const MAX_DB_NAME_LEN: usize = 64;
@@ -92,6 +95,53 @@ pub enum MalformedSecret {
     InvalidField(&'static str),
 }
 
+/// Values that fill what a secret lacks, and facts only RDS knows: built from the RDS topology
+/// (when the database is resolved through RDS) over the database's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Defaults {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub dbname: Option<String>,
+    pub engine: Option<String>,
+    pub reader_host: Option<String>,
+    pub secret_status: Option<String>,
+}
+
+impl Defaults {
+    /// The configured values of a database.
+    pub fn from_config(config: &DatabaseConfig) -> Self {
+        Self {
+            host: config.host.clone(),
+            port: config.port,
+            dbname: config.dbname.clone(),
+            engine: config.engine.clone(),
+            reader_host: None,
+            secret_status: None,
+        }
+    }
+
+    /// RDS values first, configured values where RDS has none.
+    #[must_use]
+    pub fn with_topology(self, topology: &Topology) -> Self {
+        Self {
+            host: topology.host.clone().or(self.host),
+            port: topology.port.or(self.port),
+            dbname: topology.dbname.clone().or(self.dbname),
+            engine: topology.engine.clone().or(self.engine),
+            reader_host: topology.reader_host.clone(),
+            secret_status: topology.secret_status.clone(),
+        }
+    }
+}
+
+/// The credentials of a version a rotation is putting in place (`AWSPENDING`).
+#[derive(Debug)]
+pub struct Pending {
+    pub username: String,
+    password: SecretString,
+    pub version_id: String,
+}
+
 /// Credentials for one database, ready to hand to a client.
 pub struct Credentials {
     pub db: DbName,
@@ -104,6 +154,12 @@ pub struct Credentials {
     pub version_id: String,
     pub secret_arn: Option<String>,
     pub fetched_at: SystemTime,
+    /// `MasterUserSecret.SecretStatus` for RDS databases.
+    pub secret_status: Option<String>,
+    /// A cluster's reader endpoint.
+    pub reader_host: Option<String>,
+    /// The pending version during a rotation, if one was seen.
+    pub pending: Option<Pending>,
     /// Monotonic time of the fetch, for comparing with request arrival times.
     pub(crate) fetched: Instant,
 }
@@ -120,44 +176,71 @@ impl fmt::Debug for Credentials {
             .field("password", &"[REDACTED]")
             .field("version_id", &self.version_id)
             .field("secret_arn", &self.secret_arn)
+            .field("secret_status", &self.secret_status)
+            .field(
+                "pending_version",
+                &self.pending.as_ref().map(|p| &p.version_id),
+            )
             .finish_non_exhaustive()
     }
 }
 
+/// Reads `username` and `password` (and the optional connection fields) from secret JSON.
+fn parse_fields(secret: &SecretPayload) -> Result<Map<String, Value>, MalformedSecret> {
+    let text = match secret {
+        SecretPayload::String(s) => s.expose_secret(),
+        SecretPayload::Binary(bytes) => std::str::from_utf8(bytes.expose_secret())
+            .map_err(|_| MalformedSecret::BinaryNotUtf8)?,
+    };
+    let value: Value = serde_json::from_str(text).map_err(|e| MalformedSecret::NotJson {
+        line: e.line(),
+        column: e.column(),
+    })?;
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(MalformedSecret::NotAnObject),
+    }
+}
+
 impl Credentials {
-    /// Parses a fetched secret for `db`; values in `config` fill what the secret lacks.
+    /// Parses a fetched secret for `db`; `defaults` fill what the secret lacks.
     pub fn from_secret(
         db: DbName,
-        config: &DatabaseConfig,
+        defaults: Defaults,
         secret: SecretVersion,
     ) -> Result<Self, MalformedSecret> {
-        let text = match &secret.payload {
-            SecretPayload::String(s) => s.expose_secret(),
-            SecretPayload::Binary(bytes) => std::str::from_utf8(bytes.expose_secret())
-                .map_err(|_| MalformedSecret::BinaryNotUtf8)?,
-        };
-        let value: Value = serde_json::from_str(text).map_err(|e| MalformedSecret::NotJson {
-            line: e.line(),
-            column: e.column(),
-        })?;
-        let Value::Object(fields) = value else {
-            return Err(MalformedSecret::NotAnObject);
-        };
+        let fields = parse_fields(&secret.payload)?;
         let username = required_string(&fields, "username")?;
         let password = SecretString::from(required_string(&fields, "password")?);
         Ok(Self {
             db,
-            engine: optional_string(&fields, "engine")?.or_else(|| config.engine.clone()),
-            host: optional_string(&fields, "host")?.or_else(|| config.host.clone()),
-            port: optional_port(&fields)?.or(config.port),
-            dbname: optional_string(&fields, "dbname")?.or_else(|| config.dbname.clone()),
+            engine: optional_string(&fields, "engine")?.or(defaults.engine),
+            host: optional_string(&fields, "host")?.or(defaults.host),
+            port: optional_port(&fields)?.or(defaults.port),
+            dbname: optional_string(&fields, "dbname")?.or(defaults.dbname),
             username,
             password,
             version_id: secret.version_id,
             secret_arn: secret.arn,
             fetched_at: SystemTime::now(),
+            secret_status: defaults.secret_status,
+            reader_host: defaults.reader_host,
+            pending: None,
             fetched: Instant::now(),
         })
+    }
+
+    /// Adds the pending version of a rotation, unless it is the current version itself.
+    pub fn with_pending(mut self, secret: SecretVersion) -> Result<Self, MalformedSecret> {
+        if secret.version_id != self.version_id {
+            let fields = parse_fields(&secret.payload)?;
+            self.pending = Some(Pending {
+                username: required_string(&fields, "username")?,
+                password: SecretString::from(required_string(&fields, "password")?),
+                version_id: secret.version_id,
+            });
+        }
+        Ok(self)
     }
 
     /// The password; only response rendering should call this.
@@ -169,6 +252,227 @@ impl Credentials {
     pub fn to_json(&self, stale: bool) -> Vec<u8> {
         serde_json::to_vec(&JsonBody(self, stale)).expect("credentials always serialize")
     }
+
+    /// The credentials in `format`, escaped exactly as that format's consumers parse it.
+    pub fn render(&self, format: Format, stale: bool) -> Result<Rendered, RenderError> {
+        if format == Format::Json {
+            return Ok(Rendered {
+                content_type: "application/json",
+                body: self.to_json(stale),
+            });
+        }
+        let engine = Engine::of(self.engine.as_deref())?;
+        let body = match format {
+            Format::Json => unreachable!("handled above"),
+            Format::Uri => self.uri(engine)?,
+            Format::Jdbc => self.jdbc(engine)?,
+            Format::KeyValue => self.keyvalue(engine)?,
+            Format::Env => self.env(engine),
+        };
+        Ok(Rendered {
+            content_type: "text/plain; charset=utf-8",
+            body: body.into_bytes(),
+        })
+    }
+
+    fn host_port(&self) -> Result<String, RenderError> {
+        let host = self.host.as_deref().ok_or(RenderError::MissingHost)?;
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        Ok(match self.port {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        })
+    }
+
+    fn uri(&self, engine: Engine) -> Result<String, RenderError> {
+        let mut uri = format!(
+            "{}://{}:{}@{}",
+            engine.uri_scheme(),
+            encode(&self.username),
+            encode(self.password()),
+            self.host_port()?
+        );
+        if let Some(dbname) = &self.dbname {
+            uri.push('/');
+            uri.push_str(&encode(dbname).to_string());
+        }
+        Ok(uri)
+    }
+
+    fn jdbc(&self, engine: Engine) -> Result<String, RenderError> {
+        Ok(format!(
+            "jdbc:{}://{}/{}?user={}&password={}",
+            engine.jdbc_subprotocol(),
+            self.host_port()?,
+            self.dbname
+                .as_deref()
+                .map(encode)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            encode(&self.username),
+            encode(self.password())
+        ))
+    }
+
+    fn keyvalue(&self, engine: Engine) -> Result<String, RenderError> {
+        if engine != Engine::Postgres {
+            return Err(RenderError::Unsupported(
+                "keyvalue is the libpq format, for PostgreSQL only",
+            ));
+        }
+        let port = self.port.map(|p| p.to_string());
+        let pairs = [
+            ("host", self.host.as_deref()),
+            ("port", port.as_deref()),
+            ("dbname", self.dbname.as_deref()),
+            ("user", Some(self.username.as_str())),
+            ("password", Some(self.password())),
+        ];
+        Ok(pairs
+            .iter()
+            .filter_map(|(key, value)| value.map(|v| format!("{key}={}", libpq_quote(v))))
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
+    fn env(&self, engine: Engine) -> String {
+        let names = match engine {
+            Engine::Postgres => ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD"],
+            Engine::Mysql | Engine::Mariadb => [
+                "MYSQL_HOST",
+                "MYSQL_TCP_PORT",
+                "MYSQL_DATABASE",
+                "MYSQL_USER",
+                "MYSQL_PWD",
+            ],
+        };
+        let port = self.port.map(|p| p.to_string());
+        let values = [
+            self.host.as_deref(),
+            port.as_deref(),
+            self.dbname.as_deref(),
+            Some(self.username.as_str()),
+            Some(self.password()),
+        ];
+        names
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| value.map(|v| format!("{name}={}\n", shell_quote(v))))
+            .collect()
+    }
+}
+
+/// The output formats of `GET /credentials/{db}?format=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Uri,
+    Jdbc,
+    KeyValue,
+    Env,
+}
+
+impl std::str::FromStr for Format {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "json" => Ok(Self::Json),
+            "uri" => Ok(Self::Uri),
+            "jdbc" => Ok(Self::Jdbc),
+            "keyvalue" => Ok(Self::KeyValue),
+            "env" => Ok(Self::Env),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A rendered response body and its content type.
+#[derive(Debug)]
+pub struct Rendered {
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// Why credentials cannot be rendered in a format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(
+        "the database engine is unknown or not supported by this format; set databases.NAME.engine (postgres, mysql, mariadb)"
+    )]
+    UnknownEngine,
+    #[error("the host is unknown; set databases.NAME.host")]
+    MissingHost,
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Postgres,
+    Mysql,
+    Mariadb,
+}
+
+impl Engine {
+    fn of(engine: Option<&str>) -> Result<Self, RenderError> {
+        match engine {
+            Some("postgres" | "postgresql" | "aurora-postgresql") => Ok(Self::Postgres),
+            Some("mysql" | "aurora-mysql" | "aurora") => Ok(Self::Mysql),
+            Some("mariadb") => Ok(Self::Mariadb),
+            _ => Err(RenderError::UnknownEngine),
+        }
+    }
+
+    fn uri_scheme(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Mysql | Self::Mariadb => "mysql",
+        }
+    }
+
+    fn jdbc_subprotocol(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Mysql => "mysql",
+            Self::Mariadb => "mariadb",
+        }
+    }
+}
+
+/// Everything but RFC 3986 unreserved characters is percent-encoded, which is right for URI
+/// userinfo and path segments and for query values read by either percent- or form-decoding.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn encode(value: &str) -> percent_encoding::PercentEncode<'_> {
+    utf8_percent_encode(value, COMPONENT)
+}
+
+/// A libpq connection-string value: single-quoted, with `\` and `'` backslash-escaped.
+fn libpq_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\\' || c == '\'' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// A POSIX shell word: single-quoted, each `'` written as `'\''`.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 struct JsonBody<'a>(&'a Credentials, bool);
@@ -176,7 +480,7 @@ struct JsonBody<'a>(&'a Credentials, bool);
 impl Serialize for JsonBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let c = self.0;
-        let mut s = serializer.serialize_struct("Credentials", 11)?;
+        let mut s = serializer.serialize_struct("Credentials", 14)?;
         s.serialize_field("db", c.db.as_str())?;
         s.serialize_field("engine", &c.engine)?;
         s.serialize_field("host", &c.host)?;
@@ -191,6 +495,21 @@ impl Serialize for JsonBody<'_> {
             &humantime::format_rfc3339_millis(c.fetched_at).to_string(),
         )?;
         s.serialize_field("stale", &self.1)?;
+        s.serialize_field("secret_status", &c.secret_status)?;
+        s.serialize_field("reader_host", &c.reader_host)?;
+        s.serialize_field("pending", &c.pending.as_ref().map(PendingBody))?;
+        s.end()
+    }
+}
+
+struct PendingBody<'a>(&'a Pending);
+
+impl Serialize for PendingBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Pending", 3)?;
+        s.serialize_field("username", &self.0.username)?;
+        s.serialize_field("password", self.0.password.expose_secret())?;
+        s.serialize_field("version_id", &self.0.version_id)?;
         s.end()
     }
 }
@@ -238,20 +557,20 @@ mod tests {
 
     const PASSWORD: &str = "pa:ss@w/o\"rd!#%";
 
-    fn config() -> DatabaseConfig {
-        DatabaseConfig {
-            secret_id: "rds!db-1".into(),
+    fn config() -> Defaults {
+        Defaults {
             host: Some("config-host".into()),
             port: Some(5433),
             dbname: Some("orders".into()),
             engine: Some("postgres".into()),
+            ..Defaults::default()
         }
     }
 
     fn parse_string(text: &str) -> Result<Credentials, MalformedSecret> {
         Credentials::from_secret(
             DbName::parse("orders").unwrap(),
-            &config(),
+            config(),
             SecretVersion {
                 payload: SecretPayload::String(text.into()),
                 version_id: "v1".into(),
@@ -292,7 +611,7 @@ mod tests {
     fn secret_binary_holding_json_parses() {
         let c = Credentials::from_secret(
             DbName::parse("orders").unwrap(),
-            &config(),
+            config(),
             SecretVersion {
                 payload: SecretPayload::Binary(
                     br#"{"username":"u","password":"p"}"#.to_vec().into(),

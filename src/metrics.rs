@@ -20,6 +20,14 @@ pub const STALE_SERVED_TOTAL: &str = "credential_broker_stale_served_total";
 pub const UPSTREAM_UP: &str = "credential_broker_upstream_up";
 pub const UPSTREAM_BACKOFF_SECONDS: &str = "credential_broker_upstream_backoff_seconds";
 pub const UPSTREAM_CONSECUTIVE_FAILURES: &str = "credential_broker_upstream_consecutive_failures";
+pub const SECRET_STATUS: &str = "credential_broker_secret_status";
+pub const CREDENTIAL_ROTATIONS_TOTAL: &str = "credential_broker_credential_rotations_total";
+pub const SECRET_ROTATION_ENABLED: &str = "credential_broker_secret_rotation_enabled";
+pub const SECRET_LAST_ROTATED_TIMESTAMP_SECONDS: &str =
+    "credential_broker_secret_last_rotated_timestamp_seconds";
+pub const SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS: &str =
+    "credential_broker_secret_next_rotation_timestamp_seconds";
+pub const DATABASE_DELETED_TOTAL: &str = "credential_broker_database_deleted_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -40,6 +48,12 @@ pub struct Metrics {
     pub(crate) upstream_up: IntGauge,
     pub(crate) upstream_backoff: GaugeVec,
     pub(crate) upstream_failures: IntGaugeVec,
+    pub(crate) secret_status: IntGaugeVec,
+    pub(crate) rotations: IntCounterVec,
+    pub(crate) rotation_enabled: IntGaugeVec,
+    pub(crate) last_rotated: GaugeVec,
+    pub(crate) next_rotation: GaugeVec,
+    pub(crate) database_deleted: IntCounterVec,
 }
 
 /// Registers collectors in one registry; every metric name and help text passes through here.
@@ -138,6 +152,36 @@ impl Metrics {
             upstream_failures: b.int_gauges(
                 UPSTREAM_CONSECUTIVE_FAILURES,
                 "Consecutive failed fetches for a database; 0 when healthy.",
+                &["db"],
+            ),
+            secret_status: b.int_gauges(
+                SECRET_STATUS,
+                "1 for the current MasterUserSecret.SecretStatus of an RDS database (creating, active, rotating, impaired), 0 for the others.",
+                &["db", "status"],
+            ),
+            rotations: b.counters(
+                CREDENTIAL_ROTATIONS_TOTAL,
+                "Version changes of a database's credentials observed by the broker.",
+                &["db"],
+            ),
+            rotation_enabled: b.int_gauges(
+                SECRET_ROTATION_ENABLED,
+                "1 if Secrets Manager rotation is enabled for the database's secret (DescribeSecret).",
+                &["db"],
+            ),
+            last_rotated: b.gauges(
+                SECRET_LAST_ROTATED_TIMESTAMP_SECONDS,
+                "Unix time of the secret's last rotation (DescribeSecret LastRotatedDate).",
+                &["db"],
+            ),
+            next_rotation: b.gauges(
+                SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS,
+                "Unix time of the secret's next scheduled rotation (DescribeSecret NextRotationDate).",
+                &["db"],
+            ),
+            database_deleted: b.counters(
+                DATABASE_DELETED_TOTAL,
+                "Times the broker found a database's RDS instance or cluster deleted.",
                 &["db"],
             ),
             registry: b.0,

@@ -15,18 +15,30 @@ pub(crate) async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
+/// 200 once every database was fetched (`degraded` lists RDS databases whose secret is
+/// impaired but still served), else 503 with the databases not fetched yet.
 pub(crate) async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
-    let not_ready = broker.not_ready();
-    if not_ready.is_empty() {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        let names: Vec<&str> = not_ready.iter().map(|n| n.as_str()).collect();
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "not_ready": names })),
-        )
-            .into_response()
-    }
+    let readiness = broker.readiness();
+    let names = |list: &[&crate::credentials::DbName]| -> Vec<String> {
+        list.iter().map(ToString::to_string).collect()
+    };
+    let (status, word) = match (
+        readiness.not_ready.is_empty(),
+        readiness.degraded.is_empty(),
+    ) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (true, false) => (StatusCode::OK, "degraded"),
+        (true, true) => (StatusCode::OK, "ready"),
+    };
+    (
+        status,
+        Json(json!({
+            "status": word,
+            "not_ready": names(&readiness.not_ready),
+            "degraded": names(&readiness.degraded),
+        })),
+    )
+        .into_response()
 }
 
 pub(crate) async fn metrics(State(metrics): State<Metrics>) -> Response {

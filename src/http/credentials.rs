@@ -1,38 +1,79 @@
-//! Handlers of the credentials API: `GET /credentials/{db}` and `POST /credentials/{db}/refresh`.
+//! Handlers of the credentials API: `GET /credentials/{db}` (formats, conditional GET) and
+//! `POST /credentials/{db}/refresh` (optionally naming the version the caller found failing).
 
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use super::error::ApiError;
 use crate::broker::{Broker, Served};
-use crate::credentials::DbName;
+use crate::credentials::{DbName, Format};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct FormatQuery {
+    format: Option<String>,
+}
+
+/// The optional body of a refresh: the version the caller has and found failing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshBody {
+    version_id: String,
+}
 
 pub(crate) async fn get(
     State(broker): State<Arc<Broker>>,
     db: Result<Path<String>, PathRejection>,
+    query: Result<Query<FormatQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let db = database(db)?;
+    let Query(query) = query.map_err(|_| ApiError::BadRequest)?;
+    let format = match query.format.as_deref() {
+        None => Format::Json,
+        Some(name) => name.parse().map_err(|()| ApiError::InvalidFormat)?,
+    };
     let served = broker
         .get(&db)
         .await
         .map_err(|e| ApiError::from_broker(&db, e))?;
-    Ok(respond(&served))
+    if matches_etag(&headers, &served.credentials.version_id) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        add_headers(&mut response, &served);
+        return Ok(response);
+    }
+    respond(&served, format)
 }
 
 pub(crate) async fn refresh(
     State(broker): State<Arc<Broker>>,
     db: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let db = database(db)?;
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let parsed: RefreshBody =
+            serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
+        Some(parsed.version_id)
+    };
+    let from_header = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(unquote);
+    let known = from_body.as_deref().or(from_header);
     let served = broker
-        .refresh(&db)
+        .refresh(&db, known)
         .await
         .map_err(|e| ApiError::from_broker(&db, e))?;
-    Ok(respond(&served))
+    respond(&served, Format::Json)
 }
 
 /// The database name from the path, checked for shape before any lookup.
@@ -42,22 +83,66 @@ fn database(path: Result<Path<String>, PathRejection>) -> Result<String, ApiErro
     Ok(db)
 }
 
-fn respond(served: &Served) -> Response {
-    let credentials = &served.credentials;
+/// An entity tag without its weak prefix and quotes.
+fn unquote(tag: &str) -> &str {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    tag.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag)
+}
+
+/// Whether `If-None-Match` names `version` (or is `*`).
+fn matches_etag(headers: &HeaderMap, version: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == "*" || unquote(tag) == version)
+}
+
+fn add_headers(response: &mut Response, served: &Served) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::AGE, HeaderValue::from(served.age.as_secs()));
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", served.credentials.version_id)) {
+        headers.insert(header::ETAG, etag);
+    }
+}
+
+fn respond(served: &Served, format: Format) -> Result<Response, ApiError> {
+    let rendered = served
+        .credentials
+        .render(format, served.stale)
+        .map_err(ApiError::FormatUnavailable)?;
     let mut response = (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::AGE, HeaderValue::from(served.age.as_secs())),
-        ],
-        credentials.to_json(served.stale),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(rendered.content_type),
+        )],
+        rendered.body,
     )
         .into_response();
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", credentials.version_id)) {
-        response.headers_mut().insert(header::ETAG, etag);
+    add_headers(&mut response, served);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_tags_match_with_or_without_quotes_weakness_and_lists() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"v0\", W/\"v1\""),
+        );
+        assert!(matches_etag(&headers, "v1"));
+        assert!(!matches_etag(&headers, "v2"));
+        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(matches_etag(&headers, "anything"));
+        assert!(!matches_etag(&HeaderMap::new(), "v1"));
     }
-    response
 }

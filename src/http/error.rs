@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::broker::BrokerError;
-use crate::credentials::DbName;
+use crate::credentials::{DbName, RenderError};
 use crate::source::SourceError;
 
 #[derive(Debug)]
@@ -29,6 +29,9 @@ pub enum ApiError {
     CredentialsExpired(DbName),
     Overloaded,
     RequestTimeout,
+    DatabaseDeleted(DbName),
+    InvalidFormat,
+    FormatUnavailable(RenderError),
 }
 
 impl ApiError {
@@ -37,7 +40,12 @@ impl ApiError {
         let name = || DbName::parse(db).expect("only valid names reach the broker");
         match err {
             BrokerError::UnknownDatabase => Self::UnknownDatabase,
-            BrokerError::Source(SourceError::NotFound(_)) => Self::SecretNotFound(name()),
+            BrokerError::Source(SourceError::NotFound(_) | SourceError::NotManaged(_)) => {
+                Self::SecretNotFound(name())
+            }
+            BrokerError::Source(SourceError::Gone(_)) | BrokerError::Deleted(_) => {
+                Self::DatabaseDeleted(name())
+            }
             BrokerError::Source(SourceError::Timeout(_)) => Self::UpstreamTimeout(name()),
             BrokerError::Source(SourceError::Unavailable(_)) => Self::Upstream(name()),
             BrokerError::Malformed { db, .. } => Self::MalformedSecret(db),
@@ -102,6 +110,21 @@ impl ApiError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "request_timeout",
                 "the request took longer than server.request_timeout".into(),
+            ),
+            Self::DatabaseDeleted(db) => (
+                StatusCode::GONE,
+                "database_deleted",
+                format!("the RDS database behind {db} has been deleted"),
+            ),
+            Self::InvalidFormat => (
+                StatusCode::BAD_REQUEST,
+                "invalid_format",
+                "format must be one of json, uri, jdbc, keyvalue, env".into(),
+            ),
+            Self::FormatUnavailable(reason) => (
+                StatusCode::BAD_REQUEST,
+                "format_unavailable",
+                format!("the credentials cannot be rendered in this format: {reason}"),
             ),
             Self::SecretNotFound(db) => (
                 StatusCode::BAD_GATEWAY,
@@ -172,6 +195,9 @@ mod tests {
             ApiError::CredentialsExpired(db()),
             ApiError::Overloaded,
             ApiError::RequestTimeout,
+            ApiError::DatabaseDeleted(db()),
+            ApiError::InvalidFormat,
+            ApiError::FormatUnavailable(RenderError::MissingHost),
         ];
         let in_code: BTreeSet<&str> = all.iter().map(|e| e.parts().1).collect();
         let spec: serde_json::Value =

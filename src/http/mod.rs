@@ -135,7 +135,7 @@ mod tests {
     use super::*;
     use crate::config::{CacheConfig, DatabaseConfig};
     use crate::credentials::{DbName, SecretPayload, SecretVersion};
-    use crate::source::{BoxFuture, Source, SourceError};
+    use crate::source::{BoxFuture, SecretMetadata, Source, SourceError, Stage};
     use axum::body::Body;
     use axum::http::{Method, StatusCode, header};
     use http_body_util::BodyExt;
@@ -149,13 +149,21 @@ mod tests {
     struct FixedSource;
 
     impl Source for FixedSource {
-        fn operation(&self) -> &'static str {
+        fn fetch_operation(&self) -> &'static str {
             "Fixed"
+        }
+
+        fn describe<'a>(
+            &'a self,
+            _secret_id: &'a str,
+        ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
+            None
         }
 
         fn fetch<'a>(
             &'a self,
             secret_id: &'a str,
+            _stage: Stage,
         ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
             Box::pin(async move {
                 let text = match secret_id {
@@ -177,7 +185,7 @@ mod tests {
 
     fn app() -> (Router, Router) {
         let db = |id: &str| DatabaseConfig {
-            secret_id: id.into(),
+            secret: crate::config::SecretRef::SecretId(id.into()),
             host: None,
             port: None,
             dbname: None,
@@ -195,10 +203,15 @@ mod tests {
                 capacity: 10,
                 warm: false,
                 max_stale: Duration::from_mins(1),
+                topology_ttl: Duration::from_mins(1),
             },
-            crate::config::UpstreamConfig::default(),
-            Box::new(FixedSource),
-            metrics.clone(),
+            crate::broker::Parts {
+                source: Box::new(FixedSource),
+                rds: None,
+                metrics: metrics.clone(),
+                upstream: crate::config::UpstreamConfig::default(),
+                rotation: crate::config::RotationConfig::default(),
+            },
         ));
         (
             api_router(

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{BoxFuture, Source, SourceError};
+use super::{BoxFuture, SecretMetadata, Source, SourceError, Stage};
 use crate::credentials::{SecretPayload, SecretVersion};
 
 #[derive(Debug)]
@@ -72,15 +72,29 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn operation(&self) -> &'static str {
+    fn fetch_operation(&self) -> &'static str {
         "ReadFile"
     }
 
+    /// The file holds current versions only: a pending version is never found.
     fn fetch<'a>(
         &'a self,
         secret_id: &'a str,
+        stage: Stage,
     ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
-        Box::pin(self.fetch_inner(secret_id))
+        Box::pin(async move {
+            match stage {
+                Stage::Current => self.fetch_inner(secret_id).await,
+                Stage::Pending => Err(SourceError::NotFound(secret_id.to_owned())),
+            }
+        })
+    }
+
+    fn describe<'a>(
+        &'a self,
+        _secret_id: &'a str,
+    ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
+        None
     }
 }
 
@@ -153,8 +167,8 @@ mod tests {
         )
         .unwrap();
         let source = FileSource::new(path.clone());
-        let a1 = source.fetch("a").await.unwrap();
-        let b1 = source.fetch("b").await.unwrap();
+        let a1 = source.fetch("a", Stage::Current).await.unwrap();
+        let b1 = source.fetch("b", Stage::Current).await.unwrap();
         assert!(secret_text(&a1).contains("\"p1\""));
         assert_eq!(secret_text(&b1), r#"{"username":"v","password":"q"}"#);
         assert!(a1.arn.is_none());
@@ -166,8 +180,8 @@ mod tests {
             r#"{"a": {"username":"u","password":"p2-changed"}, "b": "{\"username\":\"v\",\"password\":\"q\"}"}"#,
         )
         .unwrap();
-        let a2 = source.fetch("a").await.unwrap();
-        let b2 = source.fetch("b").await.unwrap();
+        let a2 = source.fetch("a", Stage::Current).await.unwrap();
+        let b2 = source.fetch("b", Stage::Current).await.unwrap();
         assert!(secret_text(&a2).contains("p2-changed"));
         assert_ne!(
             a1.version_id, a2.version_id,
@@ -183,18 +197,18 @@ mod tests {
         std::fs::write(&path, r#"{"a": {"username":"u","password":"p"}}"#).unwrap();
         let source = FileSource::new(path.clone());
         assert!(matches!(
-            source.fetch("zzz").await,
+            source.fetch("zzz", Stage::Current).await,
             Err(SourceError::NotFound(_))
         ));
 
         std::fs::write(&path, r#"{"a": {"username":"u","password":"hunter2"#).unwrap();
-        let err = source.fetch("a").await.unwrap_err();
+        let err = source.fetch("a", Stage::Current).await.unwrap_err();
         assert!(matches!(err, SourceError::Unavailable(_)));
         assert!(!err.to_string().contains("hunter2"), "{err}");
 
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
-            source.fetch("a").await,
+            source.fetch("a", Stage::Current).await,
             Err(SourceError::Unavailable(_))
         ));
     }

@@ -1,19 +1,20 @@
-//! AWS Secrets Manager through the AWS SDK: `GetSecretValue` for `AWSCURRENT`, with explicit
-//! connect, attempt and operation timeouts so that a hung endpoint can never hang a request.
+//! AWS Secrets Manager through the AWS SDK: `GetSecretValue` for `AWSCURRENT` (or `AWSPENDING`)
+//! and `DescribeSecret`, with explicit connect, attempt and operation timeouts so that a hung
+//! endpoint can never hang a request.
+
+use std::time::SystemTime;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use aws_sdk_secretsmanager::primitives::DateTime;
 
-use super::{BoxFuture, Source, SourceError};
+use super::{BoxFuture, SecretMetadata, Source, SourceError, Stage, sdk_failure};
 use crate::config::AwsConfig;
 use crate::credentials::{SecretPayload, SecretVersion};
-
-/// The staging label of the version that is in use.
-const AWSCURRENT: &str = "AWSCURRENT";
 
 #[derive(Debug, Clone)]
 pub(crate) struct SecretsManagerSource {
@@ -48,15 +49,30 @@ impl SecretsManagerSource {
         }
     }
 
-    async fn fetch_inner(&self, secret_id: &str) -> Result<SecretVersion, SourceError> {
+    async fn fetch_inner(
+        &self,
+        secret_id: &str,
+        stage: Stage,
+    ) -> Result<SecretVersion, SourceError> {
+        // The stage is always sent, AWSCURRENT included: it is the contract, and it avoids
+        // reading an old version from implementations that cache the default.
         let output = self
             .client
             .get_secret_value()
             .secret_id(secret_id)
-            .version_stage(AWSCURRENT)
+            .version_stage(stage.label())
             .send()
             .await
-            .map_err(|e| classify(secret_id, &e))?;
+            .map_err(|e| {
+                if matches!(
+                    e.as_service_error(),
+                    Some(GetSecretValueError::ResourceNotFoundException(_))
+                ) {
+                    SourceError::NotFound(secret_id.to_owned())
+                } else {
+                    sdk_failure(&e)
+                }
+            })?;
         let payload = if let Some(text) = output.secret_string {
             SecretPayload::String(text.into())
         } else if let Some(blob) = output.secret_binary {
@@ -72,38 +88,60 @@ impl SecretsManagerSource {
             arn: output.arn,
         })
     }
+
+    async fn describe_inner(&self, secret_id: &str) -> Result<SecretMetadata, SourceError> {
+        let output = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| {
+                if matches!(
+                    e.as_service_error(),
+                    Some(DescribeSecretError::ResourceNotFoundException(_))
+                ) {
+                    SourceError::NotFound(secret_id.to_owned())
+                } else {
+                    sdk_failure(&e)
+                }
+            })?;
+        let time = |t: Option<&DateTime>| t.and_then(|t| SystemTime::try_from(*t).ok());
+        let pending_version = output.version_ids_to_stages().and_then(|versions| {
+            versions
+                .iter()
+                .find(|(_, stages)| {
+                    stages.iter().any(|s| s == Stage::Pending.label())
+                        && !stages.iter().any(|s| s == Stage::Current.label())
+                })
+                .map(|(id, _)| id.clone())
+        });
+        Ok(SecretMetadata {
+            rotation_enabled: output.rotation_enabled().unwrap_or(false),
+            last_rotated: time(output.last_rotated_date()),
+            next_rotation: time(output.next_rotation_date()),
+            pending_version,
+        })
+    }
 }
 
 impl Source for SecretsManagerSource {
-    fn operation(&self) -> &'static str {
+    fn fetch_operation(&self) -> &'static str {
         "GetSecretValue"
     }
 
     fn fetch<'a>(
         &'a self,
         secret_id: &'a str,
+        stage: Stage,
     ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
-        Box::pin(self.fetch_inner(secret_id))
+        Box::pin(self.fetch_inner(secret_id, stage))
     }
-}
 
-/// Sorts an SDK error into the broker's kinds by its type, never by message text or status code.
-fn classify<R>(secret_id: &str, err: &SdkError<GetSecretValueError, R>) -> SourceError
-where
-    R: std::fmt::Debug,
-{
-    let detail = DisplayErrorContext(err).to_string();
-    match err {
-        SdkError::TimeoutError(_) => SourceError::Timeout(detail),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => SourceError::Timeout(detail),
-        SdkError::ServiceError(service)
-            if matches!(
-                service.err(),
-                GetSecretValueError::ResourceNotFoundException(_)
-            ) =>
-        {
-            SourceError::NotFound(secret_id.to_owned())
-        }
-        _ => SourceError::Unavailable(detail),
+    fn describe<'a>(
+        &'a self,
+        secret_id: &'a str,
+    ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
+        Some(Box::pin(self.describe_inner(secret_id)))
     }
 }

@@ -112,9 +112,17 @@ fn shipped_example_configs_are_valid_and_print_no_token() {
             token.to_str().unwrap(),
         )],
     );
+    let rds = check_config(
+        &repo_root().join("config/rds.toml"),
+        &[(
+            "CREDENTIAL_BROKER_AUTH__TOKEN_FILE",
+            token.to_str().unwrap(),
+        )],
+    );
     let local = check_config(&repo_root().join("config/local.toml"), &[]);
     for (name, output, secret) in [
         ("aws.toml", aws, "deployment-token-0123456789"),
+        ("rds.toml", rds, "deployment-token-0123456789"),
         ("local.toml", local, "local-dev-token-not-a-secret"),
     ] {
         let stdout = String::from_utf8(output.stdout).unwrap();

@@ -1,5 +1,7 @@
 //! Serving credentials: body, headers, secret shapes, rotation, malformed secrets.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::helpers::{BrokerOptions, Upstream, json_body, new_password};
@@ -40,7 +42,7 @@ async fn get_returns_the_documented_body_and_headers() {
     assert_eq!(body["stale"], false);
     assert_eq!(
         body.as_object().unwrap().len(),
-        11,
+        14,
         "exactly the documented fields: {body}"
     );
 }
@@ -130,6 +132,8 @@ async fn rotation_is_served_after_refresh() {
         "a GET within the TTL is served from cache"
     );
 
+    // Past the refresh minimum interval (1 s) since the warm-up fetch.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let response = broker.refresh("orders").await;
     assert_eq!(response.status(), 200);
     assert_eq!(

@@ -166,9 +166,10 @@ pub enum Fault {
 
 /// The proxy's shared knobs and records.
 struct ProxyState {
-    /// Requests seen, by `X-Amz-Target`.
+    /// Requests seen, by `X-Amz-Target` (`GetSecretValue` for `AWSPENDING` counted apart, as
+    /// `GetSecretValue#AWSPENDING`).
     counts: Mutex<HashMap<String, usize>>,
-    /// When each `GetSecretValue` request arrived.
+    /// When each `GetSecretValue` request for `AWSCURRENT` arrived.
     arrivals: Mutex<Vec<Instant>>,
     delay_ms: AtomicU64,
     fault: Mutex<Fault>,
@@ -192,7 +193,7 @@ impl Proxy {
             delay_ms: AtomicU64::new(0),
             fault: Mutex::new(Fault::None),
         });
-        let client: HyperClient<HttpConnector, Incoming> =
+        let client: HyperClient<HttpConnector, Full<Bytes>> =
             HyperClient::builder(TokioExecutor::new()).build_http();
         let shared = Arc::clone(&state);
         let task = tokio::spawn(async move {
@@ -218,7 +219,8 @@ impl Proxy {
         format!("http://{}", self.addr)
     }
 
-    /// How many requests with `X-Amz-Target: secretsmanager.<operation>` arrived.
+    /// How many requests with `X-Amz-Target: secretsmanager.<operation>` arrived; for
+    /// `GetSecretValue`, those for `AWSCURRENT` (pass `GetSecretValue#AWSPENDING` for the others).
     pub fn count(&self, operation: &str) -> usize {
         let key = format!("secretsmanager.{operation}");
         let counts = self.state.counts.lock().unwrap();
@@ -249,17 +251,27 @@ impl Drop for Proxy {
 }
 
 async fn forward(
-    mut request: hyper::Request<Incoming>,
+    request: hyper::Request<Incoming>,
     upstream: SocketAddr,
-    client: HyperClient<HttpConnector, Incoming>,
+    client: HyperClient<HttpConnector, Full<Bytes>>,
     state: Arc<ProxyState>,
 ) -> Result<hyper::Response<Full<Bytes>>, std::io::Error> {
-    let target = request
-        .headers()
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let mut target = parts
+        .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("other")
         .to_owned();
+    if String::from_utf8_lossy(&body).contains("AWSPENDING") {
+        target.push_str("#AWSPENDING");
+    }
+    let mut request = hyper::Request::from_parts(parts, Full::new(body));
     if target == "secretsmanager.GetSecretValue" {
         state.arrivals.lock().unwrap().push(Instant::now());
     }

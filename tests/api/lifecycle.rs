@@ -84,6 +84,7 @@ async fn trace_logs_of_a_whole_session_contain_no_password() {
     upstream
         .rotate("t", &json!({"username": "u", "password": second}))
         .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the refresh minimum interval
     assert_eq!(
         json_body(broker.refresh("t").await).await["password"],
         second.as_str()

@@ -75,7 +75,11 @@ async fn generated_requests_never_get_a_5xx_and_every_response_matches_the_spec(
         .create_secret("orders", &json!({"username": "u", "password": password}))
         .await;
     let broker = BrokerOptions::new(upstream.proxy.endpoint())
-        .database("orders", "orders", "")
+        .database(
+            "orders",
+            "orders",
+            "host = \"db.internal\"\nport = 5432\ndbname = \"orders\"\nengine = \"postgres\"",
+        )
         .spawn()
         .await;
     broker.wait_ready(Duration::from_secs(10)).await;

@@ -53,6 +53,7 @@ async fn concurrent_refreshes_share_one_upstream_call() {
     upstream
         .rotate("r", &json!({"username": "u", "password": new}))
         .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the refresh minimum interval
     let before = upstream.proxy.count("GetSecretValue");
     upstream.proxy.set_delay(Duration::from_millis(500));
     let requests: Vec<_> = (0..20)

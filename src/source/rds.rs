@@ -1,0 +1,143 @@
+//! The RDS API through the AWS SDK: `DescribeDBInstances` / `DescribeDBClusters` turn an
+//! identifier into the master user secret's ARN and status, the endpoint, engine and database.
+
+use aws_sdk_rds::Client;
+use aws_sdk_rds::error::SdkError;
+use aws_sdk_rds::operation::describe_db_clusters::DescribeDBClustersError;
+use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
+use aws_sdk_rds::types::MasterUserSecret;
+
+use super::{BoxFuture, RdsApi, RdsTarget, SourceError, Topology, sdk_failure};
+
+#[derive(Debug, Clone)]
+pub(crate) struct RdsClient {
+    client: Client,
+}
+
+impl RdsClient {
+    pub(crate) fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            client: Client::new(sdk),
+        }
+    }
+
+    async fn instance(&self, id: &str) -> Result<Topology, SourceError> {
+        let output = self
+            .client
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map_err(|e| {
+                let gone = matches!(
+                    e.as_service_error(),
+                    Some(DescribeDBInstancesError::DbInstanceNotFoundFault(_))
+                );
+                classify(id, &e, gone)
+            })?;
+        let instance = output
+            .db_instances()
+            .first()
+            .ok_or_else(|| SourceError::Gone(id.to_owned()))?;
+        let endpoint = instance.endpoint();
+        topology(
+            id,
+            instance.master_user_secret(),
+            Topology {
+                secret_arn: String::new(),
+                secret_status: None,
+                host: endpoint
+                    .and_then(aws_sdk_rds::types::Endpoint::address)
+                    .map(str::to_owned),
+                port: endpoint
+                    .and_then(aws_sdk_rds::types::Endpoint::port)
+                    .and_then(|p| u16::try_from(p).ok()),
+                reader_host: None,
+                engine: instance.engine().map(str::to_owned),
+                dbname: instance.db_name().map(str::to_owned),
+            },
+        )
+    }
+
+    async fn cluster(&self, id: &str) -> Result<Topology, SourceError> {
+        let output = self
+            .client
+            .describe_db_clusters()
+            .db_cluster_identifier(id)
+            .send()
+            .await
+            .map_err(|e| {
+                let gone = matches!(
+                    e.as_service_error(),
+                    Some(DescribeDBClustersError::DbClusterNotFoundFault(_))
+                );
+                classify(id, &e, gone)
+            })?;
+        let cluster = output
+            .db_clusters()
+            .first()
+            .ok_or_else(|| SourceError::Gone(id.to_owned()))?;
+        topology(
+            id,
+            cluster.master_user_secret(),
+            Topology {
+                secret_arn: String::new(),
+                secret_status: None,
+                host: cluster.endpoint().map(str::to_owned),
+                port: cluster.port().and_then(|p| u16::try_from(p).ok()),
+                reader_host: cluster.reader_endpoint().map(str::to_owned),
+                engine: cluster.engine().map(str::to_owned),
+                dbname: cluster.database_name().map(str::to_owned),
+            },
+        )
+    }
+}
+
+impl RdsApi for RdsClient {
+    fn resolve<'a>(
+        &'a self,
+        target: &'a RdsTarget,
+    ) -> BoxFuture<'a, Result<Topology, SourceError>> {
+        Box::pin(async move {
+            match target {
+                RdsTarget::Instance(id) => self.instance(id).await,
+                RdsTarget::Cluster(id) => self.cluster(id).await,
+            }
+        })
+    }
+}
+
+/// Completes `partial` with the master user secret, which must exist.
+fn topology(
+    id: &str,
+    secret: Option<&MasterUserSecret>,
+    partial: Topology,
+) -> Result<Topology, SourceError> {
+    let secret_arn = secret
+        .and_then(MasterUserSecret::secret_arn)
+        .ok_or_else(|| {
+            SourceError::NotManaged(format!(
+                "{id} has no master user secret in Secrets Manager (ManageMasterUserPassword is off)"
+            ))
+        })?;
+    Ok(Topology {
+        secret_arn: secret_arn.to_owned(),
+        secret_status: secret
+            .and_then(MasterUserSecret::secret_status)
+            .map(str::to_ascii_lowercase),
+        ..partial
+    })
+}
+
+/// Sorts an SDK error: `gone` when the service said the database does not exist.
+fn classify<E, R>(id: &str, err: &SdkError<E, R>, gone: bool) -> SourceError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if gone {
+        SourceError::Gone(id.to_owned())
+    } else {
+        sdk_failure(err)
+    }
+}
