@@ -926,4 +926,77 @@ mod tests {
         assert_eq!(served.credentials.version_id, "v2");
         assert!(served.age < Duration::from_millis(500));
     }
+
+    /// A unit-test stand-in for the RDS API with a fixed secret status.
+    struct FixedRds(&'static str);
+
+    impl RdsApi for FixedRds {
+        fn resolve<'a>(
+            &'a self,
+            _target: &'a crate::source::RdsTarget,
+        ) -> BoxFuture<'a, Result<Topology, SourceError>> {
+            Box::pin(async move {
+                Ok(Topology {
+                    secret_arn: "orders-secret".into(),
+                    secret_status: Some(self.0.into()),
+                    host: Some("rds-host".into()),
+                    port: Some(5432),
+                    reader_host: None,
+                    engine: Some("postgres".into()),
+                    dbname: Some("orders".into()),
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_impaired_secret_is_served_and_reported_degraded() {
+        let h = default_harness();
+        let metrics = Metrics::new();
+        let broker = Broker::new(
+            [(
+                DbName::parse("orders").unwrap(),
+                DatabaseConfig {
+                    secret: SecretRef::Rds(crate::source::RdsTarget::Instance("i".into())),
+                    host: None,
+                    port: None,
+                    dbname: None,
+                    engine: None,
+                },
+            )],
+            &CacheConfig {
+                ttl: Duration::from_mins(1),
+                capacity: 10,
+                warm: false,
+                max_stale: Duration::from_mins(1),
+                topology_ttl: Duration::from_mins(1),
+            },
+            Parts {
+                source: Box::new(FakeSource {
+                    calls: Arc::clone(&h.calls),
+                    version: Arc::clone(&h.version),
+                    failing: Arc::clone(&h.failing),
+                }),
+                rds: Some(Box::new(FixedRds("impaired"))),
+                metrics: metrics.clone(),
+                upstream: UpstreamConfig::default(),
+                rotation: RotationConfig::default(),
+            },
+        );
+        let served = broker.get("orders").await.unwrap();
+        assert_eq!(
+            served.credentials.secret_status.as_deref(),
+            Some("impaired")
+        );
+        assert_eq!(served.credentials.host.as_deref(), Some("rds-host"));
+        let readiness = broker.readiness();
+        assert!(readiness.not_ready.is_empty());
+        assert_eq!(readiness.degraded.len(), 1);
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"credential_broker_secret_status{db="orders",status="impaired"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"credential_broker_secret_status{db="orders",status="active"} 0"#));
+    }
 }

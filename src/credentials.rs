@@ -95,8 +95,8 @@ pub enum MalformedSecret {
     InvalidField(&'static str),
 }
 
-/// Values that fill what a secret lacks, and facts only RDS knows: built from the RDS topology
-/// (when the database is resolved through RDS) over the database's configuration.
+/// Values that fill what a secret lacks, and facts only RDS knows: the database's configuration,
+/// completed by the RDS topology when the database is resolved through RDS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Defaults {
     pub host: Option<String>,
@@ -120,14 +120,15 @@ impl Defaults {
         }
     }
 
-    /// RDS values first, configured values where RDS has none.
+    /// Configured values first (an operator may point clients at an RDS Proxy or a tunnel),
+    /// RDS values where the configuration has none.
     #[must_use]
     pub fn with_topology(self, topology: &Topology) -> Self {
         Self {
-            host: topology.host.clone().or(self.host),
-            port: topology.port.or(self.port),
-            dbname: topology.dbname.clone().or(self.dbname),
-            engine: topology.engine.clone().or(self.engine),
+            host: self.host.or_else(|| topology.host.clone()),
+            port: self.port.or(topology.port),
+            dbname: self.dbname.or_else(|| topology.dbname.clone()),
+            engine: self.engine.or_else(|| topology.engine.clone()),
             reader_host: topology.reader_host.clone(),
             secret_status: topology.secret_status.clone(),
         }
@@ -722,5 +723,162 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "é", "%2e", &"a".repeat(65)] {
             assert!(DbName::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Every printable ASCII punctuation character, as RDS-generated passwords may contain.
+    const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+    fn with_password(password: &str, engine: &str) -> Credentials {
+        Credentials::from_secret(
+            DbName::parse("orders").unwrap(),
+            Defaults {
+                host: Some("db.example.internal".into()),
+                port: Some(5432),
+                dbname: Some("or ders/%".into()),
+                engine: Some(engine.into()),
+                ..Defaults::default()
+            },
+            SecretVersion {
+                payload: SecretPayload::String(
+                    serde_json::json!({"username": "app user@x", "password": password})
+                        .to_string()
+                        .into(),
+                ),
+                version_id: "v1".into(),
+                arn: None,
+            },
+        )
+        .unwrap()
+    }
+
+    fn text(c: &Credentials, format: Format) -> String {
+        String::from_utf8(c.render(format, false).unwrap().body).unwrap()
+    }
+
+    /// libpq's own parsers, as tokio-postgres implements them, read back URI and key/value.
+    fn libpq_password(rendered: &str) -> (String, String) {
+        let config: tokio_postgres::Config = rendered.parse().expect("libpq parses it");
+        let password = String::from_utf8(config.get_password().unwrap().to_vec()).unwrap();
+        (config.get_user().unwrap().to_owned(), password)
+    }
+
+    fn jdbc_password(rendered: &str) -> (String, String) {
+        let url = url::Url::parse(rendered.strip_prefix("jdbc:").unwrap()).unwrap();
+        let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        (query["user"].clone(), query["password"].clone())
+    }
+
+    fn shell_password(rendered: &str) -> String {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{rendered}printf %s \"$PGPASSWORD\""))
+            .output()
+            .expect("sh runs");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn assert_round_trips(password: &str) {
+        let c = with_password(password, "postgres");
+        let (user, pass) = libpq_password(&text(&c, Format::Uri));
+        assert_eq!(
+            (user.as_str(), pass.as_str()),
+            ("app user@x", password),
+            "uri"
+        );
+        let uri = url::Url::parse(&text(&c, Format::Uri)).unwrap();
+        assert_eq!(uri.host_str(), Some("db.example.internal"));
+        assert_eq!(uri.port(), Some(5432));
+        let (user, pass) = libpq_password(&text(&c, Format::KeyValue));
+        assert_eq!(
+            (user.as_str(), pass.as_str()),
+            ("app user@x", password),
+            "keyvalue"
+        );
+        let (user, pass) = jdbc_password(&text(&c, Format::Jdbc));
+        assert_eq!(
+            (user.as_str(), pass.as_str()),
+            ("app user@x", password),
+            "jdbc"
+        );
+        assert_eq!(shell_password(&text(&c, Format::Env)), password, "env");
+        let mysql = with_password(password, "mysql");
+        let uri = url::Url::parse(&text(&mysql, Format::Uri)).unwrap();
+        let decoded = percent_encoding::percent_decode_str(uri.password().unwrap())
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(uri.scheme(), "mysql");
+        assert_eq!(decoded, password, "mysql uri");
+    }
+
+    #[test]
+    fn every_format_round_trips_all_printable_punctuation() {
+        assert_round_trips(PUNCTUATION);
+        assert_round_trips(&format!("a{PUNCTUATION}z 0 9"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn every_format_round_trips_random_printable_passwords(password in "[ -~]{1,40}") {
+            assert_round_trips(&password);
+        }
+    }
+
+    #[test]
+    fn formats_name_the_engine_and_refuse_what_they_cannot_express() {
+        let c = with_password("p", "postgres");
+        assert!(
+            text(&c, Format::Uri).starts_with(
+                "postgresql://app%20user%40x:p@db.example.internal:5432/or%20ders%2F%25"
+            )
+        );
+        assert!(text(&c, Format::Jdbc).starts_with("jdbc:postgresql://db.example.internal:5432/"));
+        assert!(text(&c, Format::Env).starts_with("PGHOST='db.example.internal'\nPGPORT='5432'\n"));
+        let m = with_password("p", "mariadb");
+        assert!(text(&m, Format::Jdbc).starts_with("jdbc:mariadb://"));
+        assert!(text(&m, Format::Env).contains("MYSQL_PWD='p'"));
+        assert_eq!(
+            m.render(Format::KeyValue, false).unwrap_err(),
+            RenderError::Unsupported("keyvalue is the libpq format, for PostgreSQL only")
+        );
+        let unknown = with_password("p", "oracle-ee");
+        assert_eq!(
+            unknown.render(Format::Uri, false).unwrap_err(),
+            RenderError::UnknownEngine
+        );
+        assert!(unknown.render(Format::Json, false).is_ok());
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        let mut c = with_password("p", "postgres");
+        c.host = Some("::1".into());
+        assert!(text(&c, Format::Uri).contains("@[::1]:5432/"));
+    }
+
+    #[test]
+    fn pending_version_is_exposed_only_when_it_differs() {
+        let pending = |id: &str| SecretVersion {
+            payload: SecretPayload::String(r#"{"username":"u","password":"next"}"#.into()),
+            version_id: id.into(),
+            arn: None,
+        };
+        let c = with_password("p", "postgres")
+            .with_pending(pending("v1"))
+            .unwrap();
+        assert!(
+            c.pending.is_none(),
+            "the pending label on the current version is no rotation"
+        );
+        let c = with_password("p", "postgres")
+            .with_pending(pending("v2"))
+            .unwrap();
+        let body: Value = serde_json::from_slice(&c.to_json(false)).unwrap();
+        assert_eq!(body["pending"]["password"], "next");
+        assert_eq!(body["pending"]["version_id"], "v2");
+        assert!(
+            !format!("{c:?}").contains("next"),
+            "Debug hides the pending password"
+        );
     }
 }

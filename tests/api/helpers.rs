@@ -322,6 +322,7 @@ pub struct Upstream {
     pub moto: Moto,
     pub proxy: Proxy,
     pub sm: SmClient,
+    pub rds: aws_sdk_rds::Client,
 }
 
 impl Upstream {
@@ -334,8 +335,15 @@ impl Upstream {
             .credentials_provider(AwsCredentials::new("test", "test", None, None, "test"))
             .endpoint_url(format!("http://{}", moto.addr))
             .build();
+        let rds = aws_sdk_rds::Config::builder()
+            .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
+            .region(aws_sdk_rds::config::Region::new("us-east-1"))
+            .credentials_provider(AwsCredentials::new("test", "test", None, None, "test"))
+            .endpoint_url(format!("http://{}", moto.addr))
+            .build();
         Self {
             sm: SmClient::from_conf(config),
+            rds: aws_sdk_rds::Client::from_conf(rds),
             moto,
             proxy,
         }
@@ -382,6 +390,7 @@ pub struct BrokerOptions {
     pub operation_timeout: &'static str,
     pub ttl: &'static str,
     pub max_stale: &'static str,
+    pub topology_ttl: &'static str,
     /// Extra `key = value` lines for the `[server]` table.
     pub server_toml: String,
     pub extra_toml: String,
@@ -396,6 +405,7 @@ impl BrokerOptions {
             operation_timeout: "3s",
             ttl: "5m",
             max_stale: "1h",
+            topology_ttl: "15m",
             server_toml: String::new(),
             extra_toml: String::new(),
         }
@@ -407,6 +417,16 @@ impl BrokerOptions {
         let _ = writeln!(
             self.databases,
             "[databases.{name}]\nsecret_id = {secret_id:?}\n{extra}"
+        );
+        self
+    }
+
+    /// Adds a database named by an RDS identifier: `kind` is `rds_instance` or `rds_cluster`.
+    #[must_use]
+    pub fn rds_database(mut self, name: &str, kind: &str, id: &str, extra: &str) -> Self {
+        let _ = writeln!(
+            self.databases,
+            "[databases.{name}]\n{kind} = {id:?}\n{extra}"
         );
         self
     }
@@ -451,6 +471,7 @@ token_file = {token_file:?}
 [cache]
 ttl = {ttl:?}
 max_stale = {max_stale:?}
+topology_ttl = {topology_ttl:?}
 warm = {warm}
 
 [source]
@@ -478,6 +499,7 @@ level = "trace"
             server = options.server_toml,
             ttl = options.ttl,
             max_stale = options.max_stale,
+            topology_ttl = options.topology_ttl,
             endpoint = options.endpoint,
             timeout = options.operation_timeout,
             extra = options.extra_toml,

@@ -11,6 +11,8 @@ mod credentials;
 mod helpers;
 mod lifecycle;
 mod openapi;
+mod pg;
+mod rds;
 mod resilience;
 mod schemathesis;
 mod upstream;
