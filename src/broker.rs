@@ -694,13 +694,6 @@ mod tests {
             "Fake"
         }
 
-        fn describe<'a>(
-            &'a self,
-            _secret_id: &'a str,
-        ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
-            None
-        }
-
         fn fetch<'a>(
             &'a self,
             secret_id: &'a str,

@@ -135,7 +135,7 @@ mod tests {
     use super::*;
     use crate::config::{CacheConfig, DatabaseConfig};
     use crate::credentials::{DbName, SecretPayload, SecretVersion};
-    use crate::source::{BoxFuture, SecretMetadata, Source, SourceError, Stage};
+    use crate::source::{BoxFuture, Source, SourceError, Stage};
     use axum::body::Body;
     use axum::http::{Method, StatusCode, header};
     use http_body_util::BodyExt;
@@ -151,13 +151,6 @@ mod tests {
     impl Source for FixedSource {
         fn fetch_operation(&self) -> &'static str {
             "Fixed"
-        }
-
-        fn describe<'a>(
-            &'a self,
-            _secret_id: &'a str,
-        ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
-            None
         }
 
         fn fetch<'a>(

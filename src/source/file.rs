@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{BoxFuture, SecretMetadata, Source, SourceError, Stage};
+use super::{BoxFuture, Source, SourceError, Stage};
 use crate::credentials::{SecretPayload, SecretVersion};
 
 #[derive(Debug)]
@@ -88,13 +88,6 @@ impl Source for FileSource {
                 Stage::Pending => Err(SourceError::NotFound(secret_id.to_owned())),
             }
         })
-    }
-
-    fn describe<'a>(
-        &'a self,
-        _secret_id: &'a str,
-    ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
-        None
     }
 }
 

@@ -59,11 +59,13 @@ pub(crate) trait Source: Send + Sync + 'static {
         stage: Stage,
     ) -> BoxFuture<'a, Result<SecretVersion, SourceError>>;
 
-    /// Rotation facts about `secret_id`; `None` for sources without rotation.
+    /// Rotation facts about `secret_id`; `None` (the default) for sources without rotation.
     fn describe<'a>(
         &'a self,
-        secret_id: &'a str,
-    ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>>;
+        _secret_id: &'a str,
+    ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
+        None
+    }
 }
 
 /// An RDS database the broker resolves to a secret and an endpoint.

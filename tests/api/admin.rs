@@ -21,12 +21,7 @@ async fn readiness_is_503_until_every_database_was_fetched() {
     // Warm-up fetches `present` at once and keeps retrying `later`, which does not exist yet.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let body = loop {
-        let response = broker
-            .http
-            .get(broker.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap();
+        let response = broker.admin_get("/readyz").await;
         assert_eq!(response.status(), 503);
         let body = json_body(response).await;
         if body["not_ready"] == json!(["later"]) || std::time::Instant::now() > deadline {
@@ -44,22 +39,9 @@ async fn readiness_is_503_until_every_database_was_fetched() {
         )
         .await;
     broker.wait_ready(Duration::from_secs(10)).await;
-    let body = json_body(
-        broker
-            .http
-            .get(broker.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let body = json_body(broker.admin_get("/readyz").await).await;
     assert_eq!(body["status"], "ready");
-    let health = broker
-        .http
-        .get(broker.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = broker.admin_get("/healthz").await;
     assert_eq!(health.status(), 200);
 }
 

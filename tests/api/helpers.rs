@@ -602,28 +602,20 @@ level = "trace"
             .unwrap()
     }
 
+    /// A GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.admin_url(path)).send().await.unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
-        self.http
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.admin_get("/metrics").await.text().await.unwrap()
     }
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            let status = self
-                .http
-                .get(self.admin_url("/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status();
+            let status = self.admin_get("/readyz").await.status();
             if status == 200 {
                 return;
             }

@@ -321,12 +321,7 @@ async fn requests_over_the_concurrency_cap_get_503_at_once() {
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let health = broker
-        .http
-        .get(broker.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let health = broker.admin_get("/healthz").await;
     let admin_latency = started.elapsed();
     assert_eq!(health.status(), 200);
 
