@@ -210,6 +210,10 @@ impl Broker {
                 BrokerError::Source(source)
                     if source.is_outage() && state.ready.load(Ordering::Acquire) =>
                 {
+                    self.metrics
+                        .credentials_expired
+                        .with_label_values(&[name.as_str()])
+                        .inc();
                     BrokerError::Expired(source)
                 }
                 other => other,

@@ -10,6 +10,7 @@ pub mod broker;
 mod cache;
 pub mod config;
 pub mod credentials;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod source;

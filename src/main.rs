@@ -1,15 +1,18 @@
 //! The `credential-broker` binary: parse the command line, load the config, start logging, and
-//! run until SIGTERM or SIGINT (or only check the config).
+//! run until SIGTERM or SIGINT (or only check the config, or probe a running broker).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use credential_broker::{App, Config, EXIT_USAGE, telemetry};
+use credential_broker::{App, Config, EXIT_USAGE, healthcheck, telemetry};
 
 /// Serves rotated database credentials from AWS Secrets Manager on localhost, cached.
+///
+/// Without a subcommand, runs the broker (`serve`).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Cli {
     /// Path of the TOML configuration file.
     #[arg(long, env = "CREDENTIAL_BROKER_CONFIG", global = true)]
@@ -20,16 +23,34 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the broker (the default when no subcommand is given).
+    /// Run the broker until SIGTERM or SIGINT (the default).
     Serve,
     /// Validate the configuration (file plus environment), print it with secrets redacted, and
     /// exit 0 if it is valid or 64 if not.
     CheckConfig,
+    /// Probe a running broker's `/readyz` on its admin listener (from the configuration, or
+    /// `--url`) and exit 0 when it answers 200, 1 otherwise: a container health check that needs
+    /// no curl.
+    Healthcheck {
+        /// URL to probe instead of the configuration's `http://<admin_listen>/readyz`.
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this long (e.g. `2s`, `500ms`).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck {
+        url: Some(url),
+        timeout,
+    }) = &cli.command
+    {
+        return health(url, *timeout).await;
+    }
     let Some(path) = cli.config else {
         eprintln!(
             "credential-broker: no configuration: pass --config PATH or set CREDENTIAL_BROKER_CONFIG"
@@ -43,9 +64,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if matches!(cli.command, Some(Command::CheckConfig)) {
-        println!("{config:#?}");
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!("{config:#?}");
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Healthcheck { timeout, .. }) => {
+            let url = healthcheck::readiness_url(config.server.admin_listen);
+            return health(&url, timeout).await;
+        }
+        Some(Command::Serve) | None => {}
     }
     telemetry::init(&config.log);
     let result = match App::build(config).await {
@@ -56,6 +84,17 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "credential-broker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the `healthcheck` probe and turns its outcome into the exit code.
+async fn health(url: &str, timeout: Duration) -> ExitCode {
+    match healthcheck::probe(url, timeout).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("credential-broker healthcheck: {err}");
             ExitCode::FAILURE
         }
     }

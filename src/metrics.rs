@@ -28,6 +28,7 @@ pub const SECRET_LAST_ROTATED_TIMESTAMP_SECONDS: &str =
 pub const SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS: &str =
     "credential_broker_secret_next_rotation_timestamp_seconds";
 pub const DATABASE_DELETED_TOTAL: &str = "credential_broker_database_deleted_total";
+pub const CREDENTIALS_EXPIRED_TOTAL: &str = "credential_broker_credentials_expired_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -54,6 +55,7 @@ pub struct Metrics {
     pub(crate) last_rotated: GaugeVec,
     pub(crate) next_rotation: GaugeVec,
     pub(crate) database_deleted: IntCounterVec,
+    pub(crate) credentials_expired: IntCounterVec,
 }
 
 /// Registers collectors in one registry; every metric name and help text passes through here.
@@ -182,6 +184,11 @@ impl Metrics {
             database_deleted: b.counters(
                 DATABASE_DELETED_TOTAL,
                 "Times the broker found a database's RDS instance or cluster deleted.",
+                &["db"],
+            ),
+            credentials_expired: b.counters(
+                CREDENTIALS_EXPIRED_TOTAL,
+                "Requests answered 503 credentials_expired: the source failed past max_stale.",
                 &["db"],
             ),
             registry: b.0,

@@ -164,9 +164,76 @@ async fn quick_start_config_serves_credentials_from_the_local_file() {
     assert_eq!(body["password"], "local-only-orders-password");
     assert_eq!(body["secret_arn"], serde_json::Value::Null);
     assert_eq!(body["host"], "127.0.0.1");
+    let admin = broker.admin.to_string();
+    let probe = healthcheck(
+        &["--config", "config/local.toml", "healthcheck"],
+        &[("CREDENTIAL_BROKER_SERVER__ADMIN_LISTEN", &admin)],
+    );
+    assert!(probe.status.success(), "{probe:?}");
     broker.terminate();
     assert_eq!(
         broker.wait_exit(Duration::from_secs(10)).await.code(),
         Some(0)
+    );
+    let probe = healthcheck(
+        &[
+            "--config",
+            "config/local.toml",
+            "healthcheck",
+            "--timeout",
+            "1s",
+        ],
+        &[("CREDENTIAL_BROKER_SERVER__ADMIN_LISTEN", &admin)],
+    );
+    assert_eq!(
+        probe.status.code(),
+        Some(1),
+        "a stopped broker is unhealthy"
+    );
+    assert!(String::from_utf8_lossy(&probe.stderr).contains("cannot reach"));
+}
+
+/// Runs the binary with `args` from the repository root and returns its output.
+fn healthcheck(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_credential-broker"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("CREDENTIAL_BROKER_CONFIG")
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_only_while_the_broker_is_ready() {
+    let upstream = crate::helpers::Upstream::start().await;
+    let broker = crate::helpers::BrokerOptions::new(upstream.proxy.endpoint())
+        .database("missing", "no-such-secret", "")
+        .spawn()
+        .await;
+    let url = format!("http://{}/readyz", broker.admin);
+    let probe = healthcheck(&["healthcheck", "--url", &url], &[]);
+    assert_eq!(probe.status.code(), Some(1), "{probe:?}");
+    assert!(String::from_utf8_lossy(&probe.stderr).contains("503"));
+
+    let probe = healthcheck(&["healthcheck", "--url", "ftp://127.0.0.1:1/"], &[]);
+    assert_eq!(probe.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&probe.stderr).contains("not an http:// URL"));
+
+    let help = healthcheck(&["--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for word in [
+        "serve",
+        "check-config",
+        "healthcheck",
+        "--config",
+        "--version",
+    ] {
+        assert!(help.contains(word), "--help mentions {word}: {help}");
+    }
+    let version = healthcheck(&["--version"], &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("credential-broker {}", env!("CARGO_PKG_VERSION"))
     );
 }

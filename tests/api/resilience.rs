@@ -290,6 +290,16 @@ async fn past_max_stale_the_answer_is_503_credentials_expired() {
         503,
         "stays expired while the source fails"
     );
+    let metrics = broker.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "credential_broker_credentials_expired_total",
+            &[("db", "e")]
+        ),
+        Some(2.0),
+        "each 503 credentials_expired is counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
