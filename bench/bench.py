@@ -1,0 +1,463 @@
+"""The credential-broker benchmark: cache-hit throughput and latency against a static axum
+baseline, memory, start-up time, binary size and upstream (Secrets Manager) call counts.
+
+Run through `bash bench/run`, which builds the release binaries and installs wrk and moto. Every
+process it starts listens on 127.0.0.1 and is stopped before it exits. Upstream calls are counted
+by a proxy of its own between the broker and moto, not by the broker's own metrics.
+"""
+
+import argparse
+import asyncio
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER = ROOT / "target/release/credential-broker"
+BASELINE = ROOT / "target/release/examples/static-baseline"
+MOTO = ROOT / ".venv/moto/bin/moto_server"
+TOKEN = "bench-token-0123456789abcdef"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, limit=30.0, status=200):
+    """Polls `url` until it answers `status`; returns the seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == status:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise SystemExit(f"bench: {url} did not answer {status} within {limit} s")
+
+
+class CountingProxy:
+    """An HTTP proxy in front of moto that counts calls by AWS operation."""
+
+    def __init__(self, upstream_port):
+        self.counts = {}
+        self.lock = threading.Lock()
+        proxy = self
+        local = threading.local()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                target = self.headers.get("x-amz-target", "")
+                operation = target.rsplit(".", 1)[-1] if target else ""
+                if not operation:
+                    match = re.search(rb"Action=([A-Za-z]+)", body)
+                    operation = match.group(1).decode() if match else "unknown"
+                with proxy.lock:
+                    proxy.counts[operation] = proxy.counts.get(operation, 0) + 1
+                if not hasattr(local, "conn"):
+                    local.conn = http.client.HTTPConnection("127.0.0.1", upstream_port)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                local.conn.request("POST", self.path, body, headers)
+                response = local.conn.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for k, v in response.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self, operation):
+        with self.lock:
+            return self.counts.get(operation, 0)
+
+    def close(self):
+        self.server.shutdown()
+
+
+class Moto:
+    def __init__(self):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [str(MOTO), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_http(f"http://127.0.0.1:{self.port}/moto-api/")
+        self.client = boto3.client(
+            "secretsmanager",
+            endpoint_url=f"http://127.0.0.1:{self.port}",
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+
+    def create_dbs(self, count):
+        for i in range(count):
+            self.client.create_secret(
+                Name=f"bench/db{i:04}",
+                SecretString=json.dumps(
+                    {
+                        "username": f"app{i}",
+                        "password": f"bench-password-{i}-{os.urandom(8).hex()}",
+                        "engine": "postgres",
+                        "host": f"db{i}.cluster-abc123.eu-central-1.rds.amazonaws.com",
+                        "port": 5432,
+                        "dbname": "app",
+                    }
+                ),
+            )
+
+    def latency_ms(self):
+        samples = []
+        for _ in range(20):
+            started = time.perf_counter()
+            self.client.get_secret_value(SecretId="bench/db0000")
+            samples.append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples)
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait()
+
+
+class Broker:
+    """The release broker with `dbs` databases behind the counting proxy."""
+
+    def __init__(self, workdir, proxy_port, dbs, ttl="5m", warm=True, extra=""):
+        token = workdir / "token"
+        token.write_text(TOKEN + "\n")
+        databases = "".join(
+            f'[databases.db{i:04}]\nsecret_id = "bench/db{i:04}"\n' for i in range(dbs)
+        )
+        config = workdir / f"broker-{dbs}.toml"
+        config.write_text(
+            f"""
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+max_connections = 4096
+max_concurrent_requests = 2048
+{extra}
+[auth]
+token_file = "{token}"
+[cache]
+ttl = "{ttl}"
+capacity = {max(dbs, 10)}
+warm = {str(warm).lower()}
+[source]
+kind = "secrets_manager"
+[aws]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:{proxy_port}"
+[log]
+format = "json"
+level = "info"
+{databases}"""
+        )
+        self.log = workdir / f"broker-{dbs}.log"
+        env = {
+            "PATH": os.environ["PATH"],
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [str(BROKER), "--config", str(config)],
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        listening = self._wait_log("listening")
+        self.api = listening["api"]
+        self.admin = listening["admin"]
+
+    def _wait_log(self, message, limit=30.0):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            for line in self.log.read_text().splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                fields = event.get("fields", event)
+                if fields.get("message") == message:
+                    return fields
+            if self.process.poll() is not None:
+                raise SystemExit(f"bench: broker exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.002)
+        raise SystemExit(f"bench: broker never logged {message!r}")
+
+    def ready_seconds(self):
+        """Seconds from process start to the first `/readyz` 200."""
+        wait_http(f"http://{self.admin}/readyz", limit=120)
+        return time.monotonic() - self.started
+
+    def get(self, path):
+        request = urllib.request.Request(
+            f"http://{self.api}{path}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()
+
+    def rss_mib(self):
+        return rss_mib(self.process.pid)
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit("bench: no VmRSS")
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url, connections, seconds, script=None):
+    """Runs wrk; returns (requests/s, p50 ms, p99 ms, errors)."""
+    threads = 1 if connections == 1 else 2
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+               "-H", f"Authorization: Bearer {TOKEN}", url]
+    if script:
+        command[1:1] = ["-s", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def percentile(p):
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+        return float(value) * UNITS[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    if errors or socket_errors:
+        raise SystemExit(f"bench: wrk saw errors against {url}:\n{out}")
+    return rps, percentile(50), percentile(99)
+
+
+async def concurrent_cold_gets(api, path, count):
+    """Sends `count` GETs at once, each on its own connection; returns their status codes."""
+    host, port = api.rsplit(":", 1)
+    gate = asyncio.Event()
+
+    async def one():
+        reader, writer = await asyncio.open_connection(host, int(port))
+        await gate.wait()
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status = (await reader.readline()).split()[1]
+        await reader.read()
+        writer.close()
+        return int(status)
+
+    tasks = [asyncio.create_task(one()) for _ in range(count)]
+    await asyncio.sleep(0.5)  # every connection is open before the first request goes out
+    gate.set()
+    return await asyncio.gather(*tasks)
+
+
+def machine():
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+         if l.startswith("model name")),
+        platform.processor(),
+    )
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    import moto
+
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Linux {platform.release()}; "
+            f"{rustc}; {wrk_version.split(' Copyright')[0]}; moto {moto.__version__}; "
+            "load generator, broker and moto share the cores")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--steady-seconds", type=int, default=60,
+                        help="length of each steady-load upstream-count run")
+    parser.add_argument("--many", type=int, default=1000, help="databases in the memory run")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 s runs, 20 dbs, 10 s steady: checks the harness, not the numbers")
+    args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.steady_seconds, args.many = 1, 10, 20
+    rows = []  # (measurement, broker, baseline, ratio / target)
+
+    workdir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
+    moto = Moto()
+    proxy = CountingProxy(moto.port)
+    processes = []
+    try:
+        moto.create_dbs(max(args.many, 10))
+        moto_ms = moto.latency_ms()
+        size_mib = BROKER.stat().st_size / 2**20
+        rows.append(("stripped release binary", f"{size_mib:.1f} MiB", "", "target <= 12 MB"))
+
+        # Start-up, 10 dbs warm, then the cache-hit runs against the same broker.
+        broker = Broker(workdir, proxy.port, 10)
+        processes.append(broker)
+        ready = broker.ready_seconds()
+        rows.append(("start-up to /readyz 200 (10 dbs warmed)", f"{ready * 1000:.0f} ms", "",
+                     f"moto GetSecretValue median {moto_ms:.1f} ms"))
+        for i in range(10):
+            broker.get(f"/credentials/db{i:04}")
+        rows.append(("RSS after warm-up, 10 dbs", f"{broker.rss_mib():.1f} MiB", "",
+                     "target <= 10 MB"))
+
+        bodies = {}
+        for fmt, query in (("json", ""), ("uri", "?format=uri")):
+            body = broker.get(f"/credentials/db0000{query}")
+            path = workdir / f"body.{fmt}"
+            path.write_bytes(body)
+            bodies[fmt] = path
+        baseline_port = free_port()
+        baseline = subprocess.Popen(
+            [str(BASELINE), f"127.0.0.1:{baseline_port}", str(bodies["json"]), str(bodies["uri"])],
+            stdout=subprocess.DEVNULL,
+        )
+        processes.append(baseline)
+        wait_http(f"http://127.0.0.1:{baseline_port}/credentials/db0000")
+
+        calls_before = proxy.count("GetSecretValue")
+        for fmt, query in (("json", ""), ("uri", "?format=uri")):
+            for connections in (1, 16, 64):
+                results = {}
+                # Alternate which server goes first so neither always gets the warmer machine.
+                order = ["broker", "baseline"] if connections != 16 else ["baseline", "broker"]
+                for who in order:
+                    address = broker.api if who == "broker" else f"127.0.0.1:{baseline_port}"
+                    url = f"http://{address}/credentials/db0000{query}"
+                    wrk(url, connections, 1)  # warm-up
+                    results[who] = wrk(url, connections, args.seconds)
+                (b_rps, b50, b99), (s_rps, s50, s99) = results["broker"], results["baseline"]
+                rows.append((f"GET {fmt}, {connections} conn: requests/s",
+                             f"{b_rps:,.0f}", f"{s_rps:,.0f}",
+                             f"{b_rps / s_rps:.2f} x baseline" + (" (target >= 0.9)" if connections > 1 else "")))
+                rows.append((f"GET {fmt}, {connections} conn: p50 / p99 latency",
+                             f"{b50:.3f} / {b99:.3f} ms", f"{s50:.3f} / {s99:.3f} ms",
+                             f"p99 {b99 - s99:+.3f} ms vs baseline (target <= +0.5)"))
+        hit_calls = proxy.count("GetSecretValue") - calls_before
+        rows.append(("upstream calls during all cache-hit runs", str(hit_calls), "", "expected 0"))
+        rows.append(("RSS after the cache-hit runs, 10 dbs", f"{broker.rss_mib():.1f} MiB", "", ""))
+        baseline.terminate()
+        baseline.wait()
+        processes.remove(baseline)
+        broker.close()
+        processes.remove(broker)
+
+        # Memory with many databases, all warmed.
+        many = Broker(workdir, proxy.port, args.many)
+        processes.append(many)
+        many_ready = many.ready_seconds()
+        for i in range(args.many):
+            many.get(f"/credentials/db{i:04}")
+        rows.append((f"RSS after warm-up, {args.many} dbs", f"{many.rss_mib():.1f} MiB", "",
+                     f"target <= 20 MB; ready after {many_ready:.1f} s"))
+        many.close()
+        processes.remove(many)
+
+        # 1000 concurrent cold requests for one db.
+        cold = Broker(workdir, proxy.port, 10, warm=False)
+        processes.append(cold)
+        before = proxy.count("GetSecretValue")
+        statuses = asyncio.run(concurrent_cold_gets(cold.api, "/credentials/db0003", 1000))
+        calls = proxy.count("GetSecretValue") - before
+        ok = sum(1 for s in statuses if s == 200)
+        rows.append(("1000 concurrent cold GETs, one db: upstream calls", str(calls), "",
+                     f"expected 1; {ok} x 200"))
+        cold.close()
+        processes.remove(cold)
+
+        # Upstream calls at steady load: 10 dbs, ttl 10 s, two request rates.
+        script = workdir / "rotate.lua"
+        script.write_text(
+            'local n = 0\nrequest = function()\n  n = n + 1\n'
+            '  return wrk.format("GET", string.format("/credentials/db%04d", n % 10))\nend\n'
+        )
+        ttl = 10
+        for connections in (1, 64):
+            steady = Broker(workdir, proxy.port, 10, ttl=f"{ttl}s")
+            processes.append(steady)
+            steady.ready_seconds()
+            before = {op: proxy.count(op) for op in ("GetSecretValue", "DescribeSecret")}
+            rps, _, _ = wrk(f"http://{steady.api}/credentials/db0000", connections,
+                            args.steady_seconds, script)
+            per_hour = {op: (proxy.count(op) - before[op]) * 3600 / args.steady_seconds
+                        for op in before}
+            rows.append((f"upstream calls per hour, 10 dbs, ttl {ttl} s, {rps:,.0f} req/s",
+                         f"{per_hour['GetSecretValue']:,.0f} GetSecretValue",
+                         "", f"dbs x 3600 / ttl = {10 * 3600 // ttl:,}; "
+                         f"{per_hour['DescribeSecret']:,.0f} DescribeSecret/h"))
+            steady.close()
+            processes.remove(steady)
+    finally:
+        for process in processes:
+            (process.close if hasattr(process, "close") else process.terminate)()
+        proxy.close()
+        moto.close()
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    table = [
+        f"Run {stamp}{' (smoke run: numbers not meaningful)' if args.smoke else ''} by "
+        f"`bash bench/run`, {args.seconds} s per wrk run. Machine: {machine()}.",
+        "",
+        "| measurement | broker | static axum baseline | ratio / target |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+    ]
+    text = "\n".join(table)
+    print(text)
+    output = Path(args.output)
+    existing = output.read_text() if output.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in existing:
+        existing += f"\n{BEGIN}\n{END}\n"
+    head, rest = existing.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    output.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    print(f"bench: wrote {output}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
