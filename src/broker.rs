@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus::IntCounter;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -101,6 +102,31 @@ struct DbState {
     topology: Mutex<Option<(Instant, Arc<Topology>)>>,
     /// `DescribeSecret` saw an `AWSPENDING` version: fetch it with the next fetch.
     pending_hint: AtomicBool,
+    /// This database's `cache_lookups_total` series, resolved once rather than per request.
+    lookups: Lookups,
+}
+
+/// The `cache_lookups_total` counters of one database.
+#[derive(Debug)]
+struct Lookups {
+    hit: IntCounter,
+    stale: IntCounter,
+    miss: IntCounter,
+}
+
+impl Lookups {
+    fn new(metrics: &Metrics, db: &DbName) -> Self {
+        let counter = |result| {
+            metrics
+                .cache_lookups
+                .with_label_values(&[db.as_str(), result])
+        };
+        Self {
+            hit: counter("hit"),
+            stale: counter("stale"),
+            miss: counter("miss"),
+        }
+    }
 }
 
 /// Serves credentials for the configured databases.
@@ -156,6 +182,7 @@ impl Broker {
                     last_version: Mutex::new(None),
                     topology: Mutex::new(None),
                     pending_hint: AtomicBool::new(false),
+                    lookups: Lookups::new(&parts.metrics, &name),
                 };
                 (name, state)
             })
@@ -185,7 +212,7 @@ impl Broker {
         if let Some(credentials) = self.cache.get(name).await {
             let age = arrived.saturating_duration_since(credentials.fetched);
             if age < self.ttl {
-                self.count_lookup(name, "hit");
+                state.lookups.hit.inc();
                 return Ok(Served {
                     credentials,
                     stale: false,
@@ -193,7 +220,7 @@ impl Broker {
                 });
             }
             if age < self.ttl + self.max_stale {
-                self.count_lookup(name, "stale");
+                state.lookups.stale.inc();
                 self.note_stale(name, state, age);
                 return Ok(Served {
                     credentials,
@@ -202,7 +229,7 @@ impl Broker {
                 });
             }
         }
-        self.count_lookup(name, "miss");
+        state.lookups.miss.inc();
         let credentials = self
             .fetch_shared(name, state, arrived, true, false)
             .await
@@ -328,13 +355,6 @@ impl Broker {
         self.dbs
             .get_key_value(db)
             .ok_or(BrokerError::UnknownDatabase)
-    }
-
-    fn count_lookup(&self, name: &DbName, result: &str) {
-        self.metrics
-            .cache_lookups
-            .with_label_values(&[name.as_str(), result])
-            .inc();
     }
 
     fn note_stale(&self, name: &DbName, state: &DbState, age: Duration) {

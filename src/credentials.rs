@@ -1,9 +1,14 @@
 //! Database names, credentials (the password held as a `SecretString` with a redacted `Debug`),
-//! parsing of secret JSON in the shapes seen in the field, and the JSON body the API returns.
+//! parsing of secret JSON in the shapes seen in the field, and the response bodies the API
+//! returns, rendered once per fetched version and shared by every request that serves it.
 
 use std::borrow::Borrow;
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use zeroize::Zeroizing;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
@@ -24,6 +29,12 @@ pub struct DbName(String);
 impl DbName {
     /// Checks `name` against the allowed shape and returns it as a `DbName`.
     pub fn parse(name: &str) -> Result<Self, &'static str> {
+        Self::check(name)?;
+        Ok(Self(name.to_owned()))
+    }
+
+    /// Checks `name` against the allowed shape without allocating.
+    pub fn check(name: &str) -> Result<(), &'static str> {
         if name.is_empty() || name.len() > MAX_DB_NAME_LEN {
             return Err("database names are 1 to 64 characters long");
         }
@@ -36,7 +47,7 @@ impl DbName {
         {
             return Err("database names may contain only ASCII letters, digits, '-', '_' and '.'");
         }
-        Ok(Self(name.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -163,6 +174,33 @@ pub struct Credentials {
     pub pending: Option<Pending>,
     /// Monotonic time of the fetch, for comparing with request arrival times.
     pub(crate) fetched: Instant,
+    /// The `ETag` value: the version id in quotes.
+    etag: Bytes,
+    /// Response bodies, each rendered on first use; the value never changes once built.
+    bodies: Bodies,
+}
+
+/// One lazily rendered body per format, plus the stale variant of the JSON body.
+#[derive(Default)]
+struct Bodies([OnceLock<Result<Bytes, RenderError>>; 6]);
+
+impl Bodies {
+    fn slot(&self, format: Format, stale: bool) -> &OnceLock<Result<Bytes, RenderError>> {
+        let index = match (format, stale) {
+            (Format::Json, false) => 0,
+            (Format::Json, true) => 1,
+            (Format::Uri, _) => 2,
+            (Format::Jdbc, _) => 3,
+            (Format::KeyValue, _) => 4,
+            (Format::Env, _) => 5,
+        };
+        &self.0[index]
+    }
+}
+
+/// Bytes that hold a password: wiped when the last reference to them is dropped.
+fn secret_bytes(bytes: Vec<u8>) -> Bytes {
+    Bytes::from_owner(Zeroizing::new(bytes))
 }
 
 impl fmt::Debug for Credentials {
@@ -221,13 +259,15 @@ impl Credentials {
             dbname: optional_string(&fields, "dbname")?.or(defaults.dbname),
             username,
             password,
-            version_id: secret.version_id,
             secret_arn: secret.arn,
             fetched_at: SystemTime::now(),
             secret_status: defaults.secret_status,
             reader_host: defaults.reader_host,
             pending: None,
             fetched: Instant::now(),
+            etag: Bytes::from(format!("\"{}\"", secret.version_id)),
+            version_id: secret.version_id,
+            bodies: Bodies::default(),
         })
     }
 
@@ -249,18 +289,38 @@ impl Credentials {
         self.password.expose_secret()
     }
 
+    /// The `ETag` of these credentials: their version id, quoted.
+    pub fn etag(&self) -> &Bytes {
+        &self.etag
+    }
+
     /// The JSON body of `GET /credentials/{db}`, the one place the password is serialized.
-    pub fn to_json(&self, stale: bool) -> Vec<u8> {
-        serde_json::to_vec(&JsonBody(self, stale)).expect("credentials always serialize")
+    fn to_json(&self, stale: bool) -> Vec<u8> {
+        let mut body = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut body, &JsonBody(self, stale))
+            .expect("credentials always serialize");
+        body
     }
 
     /// The credentials in `format`, escaped exactly as that format's consumers parse it.
+    ///
+    /// Rendered the first time a format is asked for, then shared: serving cached credentials
+    /// costs a reference count, not a serialization.
     pub fn render(&self, format: Format, stale: bool) -> Result<Rendered, RenderError> {
+        let body = self
+            .bodies
+            .slot(format, stale)
+            .get_or_init(|| self.render_now(format, stale).map(secret_bytes))
+            .clone()?;
+        Ok(Rendered {
+            content_type: format.content_type(),
+            body,
+        })
+    }
+
+    fn render_now(&self, format: Format, stale: bool) -> Result<Vec<u8>, RenderError> {
         if format == Format::Json {
-            return Ok(Rendered {
-                content_type: "application/json",
-                body: self.to_json(stale),
-            });
+            return Ok(self.to_json(stale));
         }
         let engine = Engine::of(self.engine.as_deref())?;
         let body = match format {
@@ -270,10 +330,7 @@ impl Credentials {
             Format::KeyValue => self.keyvalue(engine)?,
             Format::Env => self.env(engine),
         };
-        Ok(Rendered {
-            content_type: "text/plain; charset=utf-8",
-            body: body.into_bytes(),
-        })
+        Ok(body.into_bytes())
     }
 
     fn host_port(&self) -> Result<String, RenderError> {
@@ -290,33 +347,35 @@ impl Credentials {
     }
 
     fn uri(&self, engine: Engine) -> Result<String, RenderError> {
-        let mut uri = format!(
+        let mut uri = String::with_capacity(256);
+        write!(
+            uri,
             "{}://{}:{}@{}",
             engine.uri_scheme(),
             encode(&self.username),
             encode(self.password()),
             self.host_port()?
-        );
+        )
+        .expect("writing to a String cannot fail");
         if let Some(dbname) = &self.dbname {
-            uri.push('/');
-            uri.push_str(&encode(dbname).to_string());
+            write!(uri, "/{}", encode(dbname)).expect("writing to a String cannot fail");
         }
         Ok(uri)
     }
 
     fn jdbc(&self, engine: Engine) -> Result<String, RenderError> {
-        Ok(format!(
+        let mut jdbc = String::with_capacity(256);
+        write!(
+            jdbc,
             "jdbc:{}://{}/{}?user={}&password={}",
             engine.jdbc_subprotocol(),
             self.host_port()?,
-            self.dbname
-                .as_deref()
-                .map(encode)
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
+            encode(self.dbname.as_deref().unwrap_or_default()),
             encode(&self.username),
             encode(self.password())
-        ))
+        )
+        .expect("writing to a String cannot fail");
+        Ok(jdbc)
     }
 
     fn keyvalue(&self, engine: Engine) -> Result<String, RenderError> {
@@ -333,11 +392,18 @@ impl Credentials {
             ("user", Some(self.username.as_str())),
             ("password", Some(self.password())),
         ];
-        Ok(pairs
-            .iter()
-            .filter_map(|(key, value)| value.map(|v| format!("{key}={}", libpq_quote(v))))
-            .collect::<Vec<_>>()
-            .join(" "))
+        let mut out = String::with_capacity(256);
+        for (key, value) in pairs {
+            if let Some(value) = value {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(key);
+                out.push('=');
+                libpq_quote(&mut out, value);
+            }
+        }
+        Ok(out)
     }
 
     fn env(&self, engine: Engine) -> String {
@@ -359,11 +425,16 @@ impl Credentials {
             Some(self.username.as_str()),
             Some(self.password()),
         ];
-        names
-            .iter()
-            .zip(values)
-            .filter_map(|(name, value)| value.map(|v| format!("{name}={}\n", shell_quote(v))))
-            .collect()
+        let mut out = String::with_capacity(256);
+        for (name, value) in names.iter().zip(values) {
+            if let Some(value) = value {
+                out.push_str(name);
+                out.push('=');
+                shell_quote(&mut out, value);
+                out.push('\n');
+            }
+        }
+        out
     }
 }
 
@@ -392,11 +463,20 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// A rendered response body and its content type.
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Uri | Self::Jdbc | Self::KeyValue | Self::Env => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+/// A rendered response body (shared, wiped when the last copy is dropped) and its content type.
 #[derive(Debug)]
 pub struct Rendered {
     pub content_type: &'static str,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 /// Why credentials cannot be rendered in a format.
@@ -457,9 +537,8 @@ fn encode(value: &str) -> percent_encoding::PercentEncode<'_> {
     utf8_percent_encode(value, COMPONENT)
 }
 
-/// A libpq connection-string value: single-quoted, with `\` and `'` backslash-escaped.
-fn libpq_quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
+/// Appends a libpq connection-string value: single-quoted, `\` and `'` backslash-escaped.
+fn libpq_quote(out: &mut String, value: &str) {
     out.push('\'');
     for c in value.chars() {
         if c == '\\' || c == '\'' {
@@ -468,12 +547,19 @@ fn libpq_quote(value: &str) -> String {
         out.push(c);
     }
     out.push('\'');
-    out
 }
 
-/// A POSIX shell word: single-quoted, each `'` written as `'\''`.
-fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "'\\''"))
+/// Appends a POSIX shell word: single-quoted, each `'` written as `'\''`.
+fn shell_quote(out: &mut String, value: &str) {
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
 }
 
 struct JsonBody<'a>(&'a Credentials, bool);
@@ -578,6 +664,33 @@ mod tests {
                 arn: Some("arn:aws:secretsmanager:us-east-1:1:secret:x".into()),
             },
         )
+    }
+
+    #[test]
+    fn bodies_are_rendered_once_per_format_and_shared() {
+        let c = parse_string(&format!(
+            r#"{{"username":"u","password":{}}}"#,
+            serde_json::to_string(PASSWORD).unwrap()
+        ))
+        .unwrap();
+        for format in [Format::Json, Format::Uri, Format::KeyValue] {
+            let first = c.render(format, false).unwrap().body;
+            let second = c.render(format, false).unwrap().body;
+            assert_eq!(
+                first.as_ptr(),
+                second.as_ptr(),
+                "{format:?} is not re-rendered"
+            );
+        }
+        let fresh = c.render(Format::Json, false).unwrap().body;
+        let stale = c.render(Format::Json, true).unwrap().body;
+        assert_ne!(fresh, stale, "the stale flag has its own body");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&stale).unwrap()["stale"],
+            true
+        );
+        assert_eq!(c.etag().as_ref(), b"\"v1\"");
+        assert!(!format!("{c:?}").contains(PASSWORD));
     }
 
     #[test]
@@ -752,7 +865,7 @@ mod tests {
     }
 
     fn text(c: &Credentials, format: Format) -> String {
-        String::from_utf8(c.render(format, false).unwrap().body).unwrap()
+        String::from_utf8(c.render(format, false).unwrap().body.to_vec()).unwrap()
     }
 
     /// libpq's own parsers, as tokio-postgres implements them, read back URI and key/value.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -79,7 +79,7 @@ pub(crate) async fn refresh(
 /// The database name from the path, checked for shape before any lookup.
 fn database(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(db) = path.map_err(|_| ApiError::BadRequest)?;
-    DbName::parse(&db).map_err(|_| ApiError::InvalidDatabaseName)?;
+    DbName::check(&db).map_err(|_| ApiError::InvalidDatabaseName)?;
     Ok(db)
 }
 
@@ -106,7 +106,7 @@ fn add_headers(response: &mut Response, served: &Served) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::AGE, HeaderValue::from(served.age.as_secs()));
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", served.credentials.version_id)) {
+    if let Ok(etag) = HeaderValue::from_maybe_shared(served.credentials.etag().clone()) {
         headers.insert(header::ETAG, etag);
     }
 }
@@ -116,14 +116,11 @@ fn respond(served: &Served, format: Format) -> Result<Response, ApiError> {
         .credentials
         .render(format, served.stale)
         .map_err(ApiError::FormatUnavailable)?;
-    let mut response = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(rendered.content_type),
-        )],
-        rendered.body,
-    )
-        .into_response();
+    let mut response = Response::new(Body::from(rendered.body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(rendered.content_type),
+    );
     add_headers(&mut response, served);
     Ok(response)
 }

@@ -85,11 +85,8 @@ async fn method_not_allowed() -> ApiError {
 /// Counts and times every request by route template, and logs one line per request at debug.
 async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let in_flight = InFlight::enter(&metrics.http_in_flight);
     let response = next.run(request).await;
@@ -98,11 +95,11 @@ async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> 
     let status = response.status();
     metrics
         .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .with_label_values(&[route, method.as_str(), status.as_str()])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[route.as_str()])
+        .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
     debug!(
         %method,
