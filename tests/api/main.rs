@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod config;
 mod credentials;
+mod examples;
 mod helpers;
 mod lifecycle;
 mod openapi;
