@@ -12,6 +12,7 @@ mod helpers;
 mod lifecycle;
 mod openapi;
 mod pg;
+mod prometheus;
 mod rds;
 mod resilience;
 mod schemathesis;
