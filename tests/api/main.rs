@@ -13,6 +13,7 @@ mod helpers;
 mod lifecycle;
 mod openapi;
 mod pg;
+mod prometheus;
 mod rds;
 mod resilience;
 mod schemathesis;

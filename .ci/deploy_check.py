@@ -1,0 +1,358 @@
+"""The structured checks of .ci/deploy-check, one subcommand each; run with .venv/deploy's Python.
+
+  ecs         the task definition against botocore's RegisterTaskDefinition input shape, plus the
+              sidecar wiring (health check, dependsOn, token secret, non-root, read-only, logs)
+  k8s         the PodMonitor against a minimal schema (it is a CRD), kustomization.yaml against the
+              files, and the wiring between deployment, ConfigMap, Service and PodMonitor
+  dashboard   the Grafana dashboard's structure; writes its PromQL as recording rules for promtool
+  metrics     every credential_broker_* name in the dashboard and alert files exists in src/metrics.rs
+  configs     `credential-broker check-config` on docker/config.toml, the ConfigMap's config and
+              the ECS config with the task definition's environment
+"""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+ADMIN_PORT = 2776
+TOKEN_PATH = "/run/secrets/broker-token"
+HEALTHCHECK = ["CMD", "/usr/local/bin/credential-broker", "healthcheck"]
+
+# Metric names used by the alerts and the dashboard that are being added to src/metrics.rs on main
+# at the same time as this branch; each entry is removed once metrics.rs has it.
+PENDING_METRICS = {"credential_broker_credentials_expired_total"}
+
+errors: list[str] = []
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        errors.append(message)
+
+
+def finish(what: str) -> None:
+    if errors:
+        for e in errors:
+            print(f"  FAIL {what}: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"  ok   {what}")
+
+
+def load_yaml(path: pathlib.Path):
+    return yaml.safe_load(path.read_text())
+
+
+# --- ECS ---------------------------------------------------------------------------------------
+
+
+def ecs() -> None:
+    import botocore.session
+    import botocore.validate
+    from botocore.exceptions import ParamValidationError
+
+    task = json.loads((DOCKER / "ecs/task-definition.json").read_text())
+    client = botocore.session.get_session().create_client(
+        "ecs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    shape = client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape
+    try:
+        botocore.validate.validate_parameters(task, shape)
+    except ParamValidationError as e:
+        errors.append(f"RegisterTaskDefinition input: {e}")
+
+    check(task.get("networkMode") == "awsvpc", "networkMode must be awsvpc (Fargate)")
+    check("FARGATE" in task.get("requiresCompatibilities", []), "requiresCompatibilities lacks FARGATE")
+    check(task.get("taskRoleArn") != task.get("executionRoleArn"), "task role and execution role must differ")
+    containers = {c["name"]: c for c in task["containerDefinitions"]}
+    broker = containers.get("credential-broker")
+    if broker is None:
+        errors.append("no container named credential-broker")
+        return finish("ecs/task-definition.json")
+    check(broker.get("essential") is True, "broker must be essential")
+    check(broker.get("readonlyRootFilesystem") is True, "broker root filesystem must be read-only")
+    check(broker.get("user", "root").split(":")[0] not in ("", "0", "root"), "broker must not run as root")
+    check(broker.get("healthCheck", {}).get("command") == HEALTHCHECK, f"broker healthCheck must be {HEALTHCHECK}")
+    check(
+        any(p.get("containerPort") == ADMIN_PORT for p in broker.get("portMappings", [])),
+        f"broker needs a port mapping for the admin port {ADMIN_PORT}",
+    )
+    check(
+        broker.get("dockerLabels", {}).get("ECS_PROMETHEUS_EXPORTER_PORT") == str(ADMIN_PORT),
+        "dockerLabels.ECS_PROMETHEUS_EXPORTER_PORT must name the admin port",
+    )
+    config_path = {e["name"]: e["value"] for e in broker.get("environment", [])}.get("CREDENTIAL_BROKER_CONFIG")
+    copied = re.findall(r"^COPY docker/ecs/config\.toml (\S+)$", (DOCKER / "Dockerfile").read_text(), re.M)
+    check(config_path is not None and copied == [config_path],
+          f"broker CREDENTIAL_BROKER_CONFIG ({config_path}) is not where the Dockerfile puts docker/ecs/config.toml ({copied})")
+    policy = json.loads((DOCKER / "ecs/execution-role-policy.json").read_text())
+    injectable = {
+        r
+        for s in policy["Statement"]
+        if "secretsmanager:GetSecretValue" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+        for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    }
+    for name, c in containers.items():
+        check(c.get("logConfiguration", {}).get("logDriver") == "awslogs", f"{name}: logDriver must be awslogs")
+        tokens = [s["valueFrom"] for s in c.get("secrets", []) if s["name"] == "BROKER_TOKEN"]
+        check(len(tokens) == 1, f"{name}: needs the BROKER_TOKEN secret")
+        for arn in tokens:
+            check(arn in injectable, f"{name}: the execution role policy does not allow reading {arn}")
+        if name != "credential-broker":
+            check(
+                {"containerName": "credential-broker", "condition": "HEALTHY"} in c.get("dependsOn", []),
+                f"{name}: must dependsOn credential-broker HEALTHY",
+            )
+    finish("ecs/task-definition.json (botocore RegisterTaskDefinition shape, sidecar wiring)")
+
+
+# --- Kubernetes --------------------------------------------------------------------------------
+
+DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
+# The part of the Prometheus Operator's PodMonitor CRD (monitoring.coreos.com/v1) that
+# podmonitor.yaml uses; unknown keys are rejected so a typo does not pass silently.
+PODMONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PodMonitor"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                "namespace": {"type": "string"},
+                "labels": LABELS,
+                "annotations": LABELS,
+            },
+        },
+        "spec": {
+            "type": "object",
+            "required": ["selector", "podMetricsEndpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "jobLabel": {"type": "string"},
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"matchLabels": LABELS, "matchExpressions": {"type": "array"}},
+                },
+                "namespaceSelector": {"type": "object"},
+                "podMetricsEndpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": DURATION,
+                            "scrapeTimeout": DURATION,
+                            "honorLabels": {"type": "boolean"},
+                            "relabelings": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "action": {"enum": ["replace", "keep", "drop", "hashmod", "labelmap", "labeldrop", "labelkeep", "lowercase", "uppercase", "keepequal", "dropequal"]},
+                                        "sourceLabels": {"type": "array", "items": {"type": "string"}},
+                                        "separator": {"type": "string"},
+                                        "targetLabel": {"type": "string"},
+                                        "regex": {"type": "string"},
+                                        "modulus": {"type": "integer"},
+                                        "replacement": {"type": "string"},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def k8s() -> None:
+    import jsonschema
+
+    k = DOCKER / "k8s"
+    podmonitor = load_yaml(k / "podmonitor.yaml")
+    for e in jsonschema.Draft202012Validator(PODMONITOR_SCHEMA).iter_errors(podmonitor):
+        errors.append(f"podmonitor.yaml: {'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}")
+    if errors:
+        return finish("k8s: PodMonitor (minimal CRD schema)")
+
+    kustomization = load_yaml(k / "kustomization.yaml")
+    listed = set(kustomization.get("resources", []))
+    present = {p.name for p in k.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    check(listed == present, f"kustomization.yaml resources {sorted(listed)} differ from the manifests {sorted(present)}")
+
+    deployment = load_yaml(k / "deployment.yaml")
+    pod = deployment["spec"]["template"]
+    brokers = [c for c in pod["spec"].get("initContainers", []) if c["name"] == "credential-broker"]
+    check(len(brokers) == 1, "deployment: the broker must be an init container (native sidecar)")
+    if not brokers:
+        return finish("k8s wiring")
+    broker = brokers[0]
+    check(broker.get("restartPolicy") == "Always", "deployment: the broker init container needs restartPolicy: Always")
+    ports = {p["name"]: p["containerPort"] for p in broker.get("ports", [])}
+    check(ports.get("broker-admin") == ADMIN_PORT, f"deployment: broker port broker-admin must be {ADMIN_PORT}")
+    for probe, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = broker.get(probe, {}).get("httpGet", {})
+        check(get.get("path") == path and get.get("port") == "broker-admin", f"deployment: {probe} must GET {path} on broker-admin")
+    sc = broker.get("securityContext", {})
+    check(sc.get("readOnlyRootFilesystem") is True, "deployment: broker readOnlyRootFilesystem")
+    check(sc.get("allowPrivilegeEscalation") is False, "deployment: broker allowPrivilegeEscalation false")
+    check(sc.get("runAsNonRoot") is True and sc.get("runAsUser") == 65532, "deployment: broker runAsNonRoot, runAsUser 65532")
+    check(sc.get("capabilities", {}).get("drop") == ["ALL"], "deployment: broker drops ALL capabilities")
+    check(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "deployment: broker seccompProfile RuntimeDefault")
+    mounts = {m["mountPath"]: m for m in broker.get("volumeMounts", [])}
+    check(TOKEN_PATH in mounts, f"deployment: the broker must mount the token at {TOKEN_PATH}")
+    apps = pod["spec"]["containers"]
+    check(
+        all({"name": "BROKER_URL", "value": "http://127.0.0.1:2775"} in c.get("env", []) for c in apps),
+        "deployment: every app container needs BROKER_URL=http://127.0.0.1:2775",
+    )
+
+    config = load_yaml(k / "configmap.yaml")["data"]["config.toml"]
+    check(re.search(r'^admin_listen\s*=\s*"0\.0\.0\.0:%d"' % ADMIN_PORT, config, re.M) is not None,
+          f"configmap: admin_listen must be 0.0.0.0:{ADMIN_PORT} (probes and scrapes reach the pod IP)")
+    check(re.search(r'^token_file\s*=\s*"%s"' % re.escape(TOKEN_PATH), config, re.M) is not None,
+          f"configmap: token_file must be {TOKEN_PATH}, where the Secret is mounted")
+
+    labels = pod["metadata"]["labels"]
+    selector = podmonitor["spec"]["selector"].get("matchLabels", {})
+    check(selector.items() <= labels.items(), "podmonitor selector does not match the pod template's labels")
+    check(all(e.get("port") in ports for e in podmonitor["spec"]["podMetricsEndpoints"]), "podmonitor names a port the broker lacks")
+    service = load_yaml(k / "service.yaml")
+    check(service["spec"]["selector"].items() <= labels.items(), "service selector does not match the pod template's labels")
+    check(all(p.get("targetPort") in ports or p.get("targetPort") == ADMIN_PORT for p in service["spec"]["ports"]), "service targetPort is not the admin port")
+    account = load_yaml(k / "serviceaccount.yaml")
+    check(pod["spec"].get("serviceAccountName") == account["metadata"]["name"], "deployment does not use the service account")
+    check("eks.amazonaws.com/role-arn" in account["metadata"].get("annotations", {}), "service account lacks the IRSA annotation")
+    finish("k8s: PodMonitor (minimal CRD schema), kustomization, sidecar wiring")
+
+
+# --- Grafana -----------------------------------------------------------------------------------
+
+
+def dashboard(rules_out: str) -> None:
+    path = DOCKER / "grafana/credential-broker.json"
+    try:
+        board = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        errors.append(f"not valid JSON: {e}")
+        return finish("grafana dashboard")
+    variables = {v["name"]: v for v in board.get("templating", {}).get("list", [])}
+    check(variables.get("DS_PROMETHEUS", {}).get("type") == "datasource", "needs a DS_PROMETHEUS datasource variable")
+    check("label_values(" in json.dumps(variables.get("db", {}).get("query")), "needs a db variable from label_values(...)")
+    check(isinstance(board.get("schemaVersion"), int) and board["schemaVersion"] >= 36, "schemaVersion missing or old")
+    ids = [p["id"] for p in board["panels"]]
+    check(len(ids) == len(set(ids)), "panel ids are not unique")
+    rules = []
+    for panel in board["panels"]:
+        pos = panel.get("gridPos", {})
+        check(pos.get("x", 0) + pos.get("w", 0) <= 24, f"panel {panel.get('title')}: wider than the grid")
+        if panel["type"] == "row":
+            continue
+        check(panel.get("datasource", {}).get("uid") == "${DS_PROMETHEUS}", f"panel {panel['title']}: datasource is not ${{DS_PROMETHEUS}}")
+        check(bool(panel.get("targets")), f"panel {panel['title']}: no queries")
+        for t in panel.get("targets", []):
+            expr = t["expr"]
+            for var, value in (("$__rate_interval", "5m"), ("$__interval", "1m"), ("$__range", "1h"), ("$db", ".*")):
+                expr = expr.replace(var, value)
+            check("$" not in expr, f"panel {panel['title']}: unknown variable in {t['expr']}")
+            rules.append({"record": f"dashboard:panel_{panel['id']}_{t['refId']}", "expr": expr})
+    pathlib.Path(rules_out).write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    finish(f"grafana dashboard: JSON, variables, {len(board['panels'])} panels, {len(rules)} queries")
+
+
+# --- metric names ------------------------------------------------------------------------------
+
+
+def metrics() -> None:
+    source = (ROOT / "src/metrics.rs").read_text()
+    consts = dict(re.findall(r'pub const ([A-Z_]+): &str\s*=\s*"(credential_broker_[a-z_]+)"', source))
+    known = set(consts.values())
+    histograms = {consts[c] for c in re.findall(r"histograms\(\s*([A-Z_]+)", source)}
+    check(len(known) >= 10, "found too few metric names in src/metrics.rs: has its layout changed?")
+    check(bool(histograms), "found no histogram in src/metrics.rs: has its layout changed?")
+    files = [DOCKER / "grafana/credential-broker.json", DOCKER / "prometheus/alerts.yml", DOCKER / "prometheus/alerts_test.yml"]
+    used: dict[str, set[str]] = {}
+    for f in files:
+        for name in re.findall(r"credential_broker_[a-z_]+", f.read_text()):
+            used.setdefault(name, set()).add(f.relative_to(ROOT).as_posix())
+    for name, where in sorted(used.items()):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name in known or (base != name and base in histograms):
+            continue
+        if name in PENDING_METRICS:
+            print(f"  note {name} is not in src/metrics.rs yet (pending on main)")
+            continue
+        errors.append(f"{name} (in {', '.join(sorted(where))}) is not a metric in src/metrics.rs")
+    for name in sorted(PENDING_METRICS & known):
+        print(f"  note {name} is now in src/metrics.rs: remove it from PENDING_METRICS in .ci/deploy_check.py")
+    unused = sorted(known - {re.sub(r"_(bucket|sum|count)$", "", n) for n in used})
+    if unused:
+        print(f"  note exported but on no dashboard or alert: {', '.join(unused)}")
+    finish(f"metric names ({len(used)} used)")
+
+
+# --- check-config ------------------------------------------------------------------------------
+
+
+def run_check_config(binary: str, config: pathlib.Path, env: dict[str, str], what: str) -> None:
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+    result = subprocess.run(
+        [binary, "--config", str(config), "check-config"],
+        env=clean, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )
+    if result.returncode != 0:
+        errors.append(f"{what}: check-config exited {result.returncode}: {result.stderr.strip() or result.stdout.strip()}")
+    else:
+        print(f"  ok   check-config {what}")
+
+
+def configs(binary: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = pathlib.Path(tmp)
+        token = tmp_path / "broker-token"
+        token.write_text("deploy-check-token-0123456789\n")
+        # The file configs name /run/secrets/broker-token, which exists only in the pod; the
+        # environment override points the same key at a stand-in (the file itself is unchanged).
+        file_env = {"CREDENTIAL_BROKER_AUTH__TOKEN_FILE": str(token)}
+        run_check_config(binary, DOCKER / "config.toml", file_env, "docker/config.toml")
+
+        embedded = tmp_path / "configmap-config.toml"
+        embedded.write_text(load_yaml(DOCKER / "k8s/configmap.yaml")["data"]["config.toml"])
+        run_check_config(binary, embedded, file_env, "docker/k8s/configmap.yaml data.config.toml")
+
+        # ECS: the broker container's environment as the task definition sets it, with a stand-in
+        # value for each of its `secrets`; CREDENTIAL_BROKER_CONFIG names the image path, so the
+        # repository's copy is passed with --config instead.
+        task = json.loads((DOCKER / "ecs/task-definition.json").read_text())
+        broker = next(c for c in task["containerDefinitions"] if c["name"] == "credential-broker")
+        env = {e["name"]: e["value"] for e in broker.get("environment", []) if e["name"] != "CREDENTIAL_BROKER_CONFIG"}
+        env.update({s["name"]: "deploy-check-token-0123456789" for s in broker.get("secrets", [])})
+        run_check_config(binary, DOCKER / "ecs/config.toml", env, "docker/ecs/config.toml with the task definition's environment")
+    finish("check-config")
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    {"ecs": ecs, "k8s": k8s, "dashboard": dashboard, "metrics": metrics, "configs": configs}[command](*args)
