@@ -184,6 +184,7 @@ impl Broker {
                     pending_hint: AtomicBool::new(false),
                     lookups: Lookups::new(&parts.metrics, &name),
                 };
+                parts.metrics.start_at_zero(&name);
                 (name, state)
             })
             .collect();

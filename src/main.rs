@@ -1,6 +1,7 @@
 //! The `credential-broker` binary: parse the command line, load the config, start logging, and
 //! run until SIGTERM or SIGINT (or only check the config, or probe a running broker).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -66,7 +67,8 @@ async fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::CheckConfig) => {
-            println!("{config:#?}");
+            // A closed pipe (`| head`) is not an error of the configuration.
+            let _ = writeln!(std::io::stdout(), "{config:#?}");
             return ExitCode::SUCCESS;
         }
         Some(Command::Healthcheck { timeout, .. }) => {

@@ -6,6 +6,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::credentials::DbName;
+
 pub const HTTP_REQUESTS_TOTAL: &str = "credential_broker_http_requests_total";
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "credential_broker_http_requests_in_flight";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "credential_broker_http_request_duration_seconds";
@@ -195,6 +197,18 @@ impl Metrics {
         }
     }
 
+    /// Creates `db`'s event counters at 0, so that `increase()` sees their first event.
+    pub(crate) fn start_at_zero(&self, db: &DbName) {
+        for counter in [
+            &self.stale_served,
+            &self.rotations,
+            &self.database_deleted,
+            &self.credentials_expired,
+        ] {
+            counter.with_label_values(&[db.as_str()]);
+        }
+    }
+
     /// The registry in Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -241,5 +255,23 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    #[test]
+    fn event_counters_of_a_database_start_at_zero() {
+        let metrics = Metrics::new();
+        metrics.start_at_zero(&DbName::parse("orders").unwrap());
+        let text = metrics.render();
+        for name in [
+            STALE_SERVED_TOTAL,
+            CREDENTIAL_ROTATIONS_TOTAL,
+            DATABASE_DELETED_TOTAL,
+            CREDENTIALS_EXPIRED_TOTAL,
+        ] {
+            assert!(
+                text.contains(&format!("{name}{{db=\"orders\"}} 0")),
+                "{name}"
+            );
+        }
     }
 }
