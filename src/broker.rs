@@ -352,6 +352,11 @@ impl Broker {
         }
     }
 
+    /// Whether `db` is a configured database.
+    pub fn knows(&self, db: &str) -> bool {
+        self.dbs.contains_key(db)
+    }
+
     fn lookup(&self, db: &str) -> Result<(&DbName, &DbState), BrokerError> {
         self.dbs
             .get_key_value(db)

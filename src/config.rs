@@ -1,7 +1,7 @@
 //! Configuration: a TOML file overlaid with `CREDENTIAL_BROKER_*` environment variables, read into
 //! raw serde structs (unknown keys rejected) and then turned into the validated, typed [`Config`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,18 +52,31 @@ pub struct Config {
     pub rotation: RotationConfig,
     pub source: SourceConfig,
     pub log: LogConfig,
+    pub audit: AuditConfig,
     pub databases: BTreeMap<DbName, DatabaseConfig>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Address of the credentials API.
-    pub listen: SocketAddr,
+    /// Address of the credentials API on TCP; `None` when it listens on a Unix socket only.
+    pub listen: Option<SocketAddr>,
+    /// The credentials API on a Unix domain socket, alongside or instead of TCP.
+    pub unix_socket: Option<UnixSocketConfig>,
     /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
     pub admin_listen: SocketAddr,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     pub limits: Limits,
+}
+
+/// A Unix domain socket for the credentials API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocketConfig {
+    pub path: PathBuf,
+    /// Permission bits of the socket file (connecting needs write permission).
+    pub mode: u32,
+    /// Group id given to the socket file, so that one group's members may connect.
+    pub group: Option<u32>,
 }
 
 /// Overload and input limits of the credentials API.
@@ -86,10 +99,67 @@ pub struct Limits {
 /// How callers of the credentials API prove who they are.
 #[derive(Debug, Clone)]
 pub enum AuthConfig {
-    /// Every request must carry `Authorization: Bearer <token>`.
-    Token(SecretString),
+    /// Each request is attributed to one configured client, by bearer token or by the peer uid
+    /// of a Unix socket connection, and may read only that client's databases.
+    Clients {
+        clients: Vec<ClientConfig>,
+        /// How often token files are re-read, so that a rotated token takes effect.
+        reload_interval: Duration,
+    },
     /// No token is checked (`auth.disabled = true`); meant for tests and local use only.
     Disabled,
+}
+
+/// One caller of the credentials API: how it is recognised and what it may read.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// A short name for logs, audit events and metric labels.
+    pub name: String,
+    pub token: Option<TokenConfig>,
+    /// Unix socket peers with one of these uids are this client without a token.
+    pub unix_uids: Vec<u32>,
+    pub scope: Scope,
+}
+
+/// A client's bearer token: its value at load time and where a new value is read from.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub source: TokenSource,
+    pub value: SecretString,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Re-read every `auth.reload_interval`.
+    File(PathBuf),
+    /// Read once at start-up.
+    Env(String),
+}
+
+/// The databases a client may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Only(BTreeSet<DbName>),
+}
+
+impl Scope {
+    pub fn allows(&self, db: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(dbs) => dbs.contains(db),
+        }
+    }
+}
+
+/// Where audit events (one per credentials access) go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditConfig {
+    Off,
+    /// JSON lines on stderr, next to the logs, with `"target":"audit"`.
+    Stderr,
+    /// JSON lines appended to a file of their own.
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -248,13 +318,19 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    clients: BTreeMap<String, RawClient>,
+    #[serde(default)]
     databases: BTreeMap<String, RawDatabase>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
-    listen: SocketAddr,
+    /// A socket address, or `off` for a Unix socket only.
+    listen: String,
+    unix_socket: Option<RawUnixSocket>,
     admin_listen: SocketAddr,
     allow_non_loopback: bool,
     #[serde(with = "humantime_serde")]
@@ -286,7 +362,8 @@ impl Default for RawServer {
     fn default() -> Self {
         let limits = Limits::default();
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 2775)),
+            listen: "127.0.0.1:2775".to_owned(),
+            unix_socket: None,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 2776)),
             allow_non_loopback: false,
             shutdown_grace: Duration::from_secs(10),
@@ -300,13 +377,66 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawUnixSocket {
+    path: PathBuf,
+    /// Octal permission bits, as a string: `"0660"`.
+    #[serde(default = "default_socket_mode")]
+    mode: String,
+    group: Option<u32>,
+}
+
+fn default_socket_mode() -> String {
+    "0660".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawAuth {
     token_file: Option<PathBuf>,
     token_env: Option<String>,
-    #[serde(default)]
     disabled: bool,
+    #[serde(with = "humantime_serde")]
+    reload_interval: Duration,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            token_file: None,
+            token_env: None,
+            disabled: false,
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    #[serde(default)]
+    unix_uids: Vec<u32>,
+    databases: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default)]
+    output: AuditOutput,
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AuditOutput {
+    Off,
+    #[default]
+    Stderr,
+    File,
 }
 
 #[derive(Debug, Deserialize)]
@@ -483,7 +613,6 @@ struct RawDatabase {
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let server = self.server.validate()?;
-        let auth = self.auth.validate()?;
         let cache = self.cache.validate()?;
         let upstream = self.upstream.validate()?;
         if self.rotation.describe_interval.is_zero() {
@@ -523,8 +652,17 @@ impl RawConfig {
                 SourceConfig::SecretsManager(aws)
             }
         };
-        if self.log.level.trim().is_empty() {
-            return Err(invalid("log.level", "must not be empty"));
+        if self.log.level.trim().is_empty()
+            || self
+                .log
+                .level
+                .parse::<tracing_subscriber::filter::Targets>()
+                .is_err()
+        {
+            return Err(invalid(
+                "log.level",
+                "a level (error, warn, info, debug, trace) or target=level list",
+            ));
         }
         if self.databases.is_empty() {
             return Err(invalid(
@@ -539,9 +677,21 @@ impl RawConfig {
             let file_source = matches!(source, SourceConfig::File { .. });
             databases.insert(db_name, db.validate(&key, file_source)?);
         }
+        let auth = validate_auth(self.auth, self.clients, &databases)?;
+        if let AuthConfig::Clients { clients, .. } = &auth
+            && server.unix_socket.is_none()
+            && let Some(client) = clients.iter().find(|c| !c.unix_uids.is_empty())
+        {
+            return Err(invalid(
+                format!("clients.{}.unix_uids", client.name),
+                "peer uids are only known on a Unix socket; set server.unix_socket",
+            ));
+        }
+        let audit = self.audit.validate()?;
         Ok(Config {
             server,
             auth,
+            audit,
             cache,
             upstream,
             rotation,
@@ -601,13 +751,31 @@ impl RawDatabase {
 
 impl RawServer {
     fn validate(self) -> Result<ServerConfig, ConfigError> {
-        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
+        let listen = match self.listen.trim() {
+            "off" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "server.listen",
+                    format!("{text:?} is not an address such as 127.0.0.1:2775, nor \"off\""),
+                )
+            })?),
+        };
+        if let Some(listen) = listen
+            && !listen.ip().is_loopback()
+            && !self.allow_non_loopback
+        {
             return Err(invalid(
                 "server.listen",
                 format!(
-                    "{} is not a loopback address; the credentials API stays on loopback unless server.allow_non_loopback = true",
-                    self.listen
+                    "{listen} is not a loopback address; the credentials API stays on loopback unless server.allow_non_loopback = true"
                 ),
+            ));
+        }
+        let unix_socket = self.unix_socket.map(RawUnixSocket::validate).transpose()?;
+        if listen.is_none() && unix_socket.is_none() {
+            return Err(invalid(
+                "server.listen",
+                "\"off\" needs server.unix_socket, or the credentials API would not listen at all",
             ));
         }
         for (key, value) in [
@@ -631,7 +799,8 @@ impl RawServer {
             }
         }
         Ok(ServerConfig {
-            listen: self.listen,
+            listen,
+            unix_socket,
             admin_listen: self.admin_listen,
             shutdown_grace: self.shutdown_grace,
             limits: Limits {
@@ -646,45 +815,220 @@ impl RawServer {
     }
 }
 
-impl RawAuth {
-    fn validate(self) -> Result<AuthConfig, ConfigError> {
-        match (self.token_file, self.token_env, self.disabled) {
-            (None, None, true) => Ok(AuthConfig::Disabled),
-            (Some(path), None, false) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    invalid(
-                        "auth.token_file",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                token(text.trim(), "auth.token_file")
-            }
-            (None, Some(var), false) => {
-                let text = std::env::var(&var).map_err(|_| {
-                    invalid(
-                        "auth.token_env",
-                        format!("environment variable {var} is not set or not UTF-8"),
-                    )
-                })?;
-                token(text.trim(), "auth.token_env")
-            }
-            (None, None, false) => Err(invalid(
-                "auth",
-                "set token_file or token_env (or disabled = true to run without a token)",
-            )),
-            _ => Err(invalid(
-                "auth",
-                "choose exactly one of token_file, token_env and disabled = true",
-            )),
+impl RawUnixSocket {
+    fn validate(self) -> Result<UnixSocketConfig, ConfigError> {
+        let mode = u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "server.unix_socket.mode",
+                    "octal permission bits such as \"0660\"",
+                )
+            })?;
+        if mode & 0o002 != 0 {
+            return Err(invalid(
+                "server.unix_socket.mode",
+                "must not let every local user connect (no world write bit)",
+            ));
         }
+        if self.path.as_os_str().is_empty() || !self.path.is_absolute() {
+            return Err(invalid(
+                "server.unix_socket.path",
+                "must be an absolute path",
+            ));
+        }
+        Ok(UnixSocketConfig {
+            path: self.path,
+            mode,
+            group: self.group,
+        })
     }
 }
 
-fn token(text: &str, key: &str) -> Result<AuthConfig, ConfigError> {
-    if text.len() < 16 {
-        return Err(invalid(key, "the token must be at least 16 characters"));
+/// The name the single-token form of `[auth]` gives its client.
+pub const DEFAULT_CLIENT: &str = "default";
+
+/// Turns `[auth]` and `[clients.*]` into the clients the API recognises.
+fn validate_auth(
+    auth: RawAuth,
+    raw_clients: BTreeMap<String, RawClient>,
+    databases: &BTreeMap<DbName, DatabaseConfig>,
+) -> Result<AuthConfig, ConfigError> {
+    let legacy = token_config(auth.token_file, auth.token_env, "auth")?;
+    if auth.disabled {
+        if legacy.is_some() || !raw_clients.is_empty() {
+            return Err(invalid(
+                "auth.disabled",
+                "cannot be combined with a token or [clients]",
+            ));
+        }
+        return Ok(AuthConfig::Disabled);
     }
-    Ok(AuthConfig::Token(SecretString::from(text)))
+    if auth.reload_interval.is_zero() {
+        return Err(invalid("auth.reload_interval", "must be greater than zero"));
+    }
+    let mut clients = Vec::new();
+    if let Some(token) = legacy {
+        clients.push(ClientConfig {
+            name: DEFAULT_CLIENT.to_owned(),
+            token: Some(token),
+            unix_uids: Vec::new(),
+            scope: Scope::All,
+        });
+    }
+    for (name, raw) in raw_clients {
+        let key = format!("clients.{name}");
+        DbName::check(&name).map_err(|why| invalid(&key, why.replace("database", "client")))?;
+        if name == DEFAULT_CLIENT && !clients.is_empty() {
+            return Err(invalid(
+                &key,
+                "\"default\" is the name of the [auth] token's client; choose another",
+            ));
+        }
+        let token = token_config(raw.token_file, raw.token_env, &key)?;
+        if token.is_none() && raw.unix_uids.is_empty() {
+            return Err(invalid(
+                &key,
+                "set token_file, token_env or unix_uids: how is this client recognised?",
+            ));
+        }
+        let scope = scope(&raw.databases, databases, &format!("{key}.databases"))?;
+        clients.push(ClientConfig {
+            name,
+            token,
+            unix_uids: raw.unix_uids,
+            scope,
+        });
+    }
+    if clients.is_empty() {
+        return Err(invalid(
+            "auth",
+            "set token_file or token_env, or declare [clients.NAME] (or disabled = true to run without a token)",
+        ));
+    }
+    for (i, client) in clients.iter().enumerate() {
+        for other in &clients[..i] {
+            if let (Some(a), Some(b)) = (&client.token, &other.token)
+                && secrecy::ExposeSecret::expose_secret(&a.value)
+                    == secrecy::ExposeSecret::expose_secret(&b.value)
+            {
+                return Err(invalid(
+                    format!("clients.{}", client.name),
+                    format!("has the same token as client {}", other.name),
+                ));
+            }
+            if let Some(uid) = client
+                .unix_uids
+                .iter()
+                .find(|u| other.unix_uids.contains(u))
+            {
+                return Err(invalid(
+                    format!("clients.{}.unix_uids", client.name),
+                    format!("uid {uid} is also client {}'s", other.name),
+                ));
+            }
+        }
+    }
+    Ok(AuthConfig::Clients {
+        clients,
+        reload_interval: auth.reload_interval,
+    })
+}
+
+/// The databases a client lists: `*` for all, else configured database names.
+fn scope(
+    names: &[String],
+    databases: &BTreeMap<DbName, DatabaseConfig>,
+    key: &str,
+) -> Result<Scope, ConfigError> {
+    if names.is_empty() {
+        return Err(invalid(
+            key,
+            "list the databases this client may read, or \"*\"",
+        ));
+    }
+    if names.iter().any(|n| n == "*") {
+        return Ok(Scope::All);
+    }
+    let mut only = BTreeSet::new();
+    for name in names {
+        let (db, _) = databases
+            .get_key_value(name.as_str())
+            .ok_or_else(|| invalid(key, format!("{name:?} is not a configured database")))?;
+        only.insert(db.clone());
+    }
+    Ok(Scope::Only(only))
+}
+
+/// Reads a token from `token_file` or `token_env` (at most one of them) under `key`.
+fn token_config(
+    file: Option<PathBuf>,
+    env: Option<String>,
+    key: &str,
+) -> Result<Option<TokenConfig>, ConfigError> {
+    let (source, text) = match (file, env) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(invalid(key, "set token_file or token_env, not both"));
+        }
+        (Some(path), None) => {
+            let text =
+                read_token_file(&path).map_err(|why| invalid(format!("{key}.token_file"), why))?;
+            (TokenSource::File(path), text)
+        }
+        (None, Some(var)) => {
+            let text = std::env::var(&var).map_err(|_| {
+                invalid(
+                    format!("{key}.token_env"),
+                    format!("environment variable {var} is not set or not UTF-8"),
+                )
+            })?;
+            let text = check_token(text).map_err(|why| invalid(format!("{key}.token_env"), why))?;
+            (TokenSource::Env(var), text)
+        }
+    };
+    Ok(Some(TokenConfig {
+        source,
+        value: text,
+    }))
+}
+
+/// Reads and checks a token file: the trimmed content, at least 16 characters.
+pub fn read_token_file(path: &Path) -> Result<SecretString, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    check_token(text)
+}
+
+fn check_token(text: String) -> Result<SecretString, String> {
+    let token = zeroize::Zeroizing::new(text);
+    let trimmed = token.trim();
+    if trimmed.len() < 16 {
+        return Err("the token must be at least 16 characters".to_owned());
+    }
+    if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the token must not contain whitespace".to_owned());
+    }
+    Ok(SecretString::from(trimmed))
+}
+
+impl RawAudit {
+    fn validate(self) -> Result<AuditConfig, ConfigError> {
+        match (self.output, self.path) {
+            (AuditOutput::Off, None) => Ok(AuditConfig::Off),
+            (AuditOutput::Stderr, None) => Ok(AuditConfig::Stderr),
+            (AuditOutput::File, Some(path)) => Ok(AuditConfig::File(path)),
+            (AuditOutput::File, None) => Err(invalid(
+                "audit.path",
+                "required when audit.output = \"file\"",
+            )),
+            (_, Some(_)) => Err(invalid(
+                "audit.path",
+                "only allowed when audit.output = \"file\"",
+            )),
+        }
+    }
 }
 
 impl RawCache {
@@ -748,7 +1092,12 @@ mod tests {
     #[test]
     fn minimal_config_gets_documented_defaults() {
         let config = Config::from_toml(MINIMAL).unwrap();
-        assert_eq!(config.server.listen.to_string(), "127.0.0.1:2775");
+        assert_eq!(
+            config.server.listen,
+            Some("127.0.0.1:2775".parse().unwrap())
+        );
+        assert_eq!(config.server.unix_socket, None);
+        assert_eq!(config.audit, AuditConfig::Stderr);
         assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:2776");
         assert_eq!(config.cache.ttl, Duration::from_mins(5));
         assert_eq!(config.cache.capacity, 1000);
@@ -809,9 +1158,9 @@ mod tests {
         let err = error_of("[databases.a]\nsecret_id = \"s\"\n");
         assert_eq!(err.key, "auth");
         let err = error_of(
-            "[auth]\ntoken_env = \"X\"\ndisabled = true\n[databases.a]\nsecret_id = \"s\"\n",
+            "[auth]\ntoken_env = \"PATH\"\ndisabled = true\n[databases.a]\nsecret_id = \"s\"\n",
         );
-        assert_eq!(err.key, "auth");
+        assert_eq!(err.key, "auth.disabled");
     }
 
     #[test]
@@ -824,13 +1173,128 @@ mod tests {
             path.display().to_string()
         ))
         .unwrap();
-        let AuthConfig::Token(token) = config.auth else {
+        let AuthConfig::Clients { clients, .. } = config.auth else {
             panic!("expected a token")
         };
+        assert_eq!(clients.len(), 1);
+        assert_eq!(clients[0].name, DEFAULT_CLIENT);
+        assert_eq!(clients[0].scope, Scope::All);
+        let token = clients[0].token.as_ref().unwrap();
+        assert_eq!(token.source, TokenSource::File(path));
         assert_eq!(
-            secrecy::ExposeSecret::expose_secret(&token),
+            secrecy::ExposeSecret::expose_secret(&token.value),
             "0123456789abcdef0123"
         );
+    }
+
+    /// A config with databases `a` and `b` and the given `[clients]` tables.
+    fn clients_config(dir: &Path, clients: &str) -> Result<Config, ConfigError> {
+        for (name, token) in [
+            ("a", "token-of-client-a-0123"),
+            ("b", "token-of-client-b-0123"),
+        ] {
+            std::fs::write(dir.join(name), token).unwrap();
+        }
+        Config::from_toml(&format!(
+            "[server]\nunix_socket = {{ path = \"/run/b.sock\" }}\n{clients}\n[databases.a]\nsecret_id = \"s\"\n[databases.b]\nsecret_id = \"t\"\n",
+        ))
+    }
+
+    #[test]
+    fn clients_are_scoped_to_configured_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let config = clients_config(
+            dir.path(),
+            &format!(
+                "[clients.app-a]\ntoken_file = \"{d}/a\"\ndatabases = [\"a\"]\n[clients.ops]\ntoken_file = \"{d}/b\"\ndatabases = [\"*\", \"a\"]\n[clients.batch]\nunix_uids = [1001]\ndatabases = [\"b\"]\n"
+            ),
+        )
+        .unwrap();
+        let AuthConfig::Clients {
+            clients,
+            reload_interval,
+        } = config.auth
+        else {
+            panic!("expected clients")
+        };
+        assert_eq!(reload_interval, Duration::from_secs(5));
+        let names: Vec<_> = clients.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["app-a", "batch", "ops"]);
+        assert!(clients[0].scope.allows("a") && !clients[0].scope.allows("b"));
+        assert!(clients[1].token.is_none() && clients[1].unix_uids == [1001]);
+        assert_eq!(clients[2].scope, Scope::All);
+    }
+
+    #[test]
+    fn client_mistakes_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let cases = [
+            (format!("[clients.x]\ntoken_file = \"{d}/a\"\ndatabases = [\"nope\"]\n"), "clients.x.databases"),
+            (format!("[clients.x]\ntoken_file = \"{d}/a\"\ndatabases = []\n"), "clients.x.databases"),
+            ("[clients.x]\ndatabases = [\"a\"]\n".to_owned(), "clients.x"),
+            (format!("[clients.x]\ntoken_file = \"{d}/a\"\ndatabases = [\"a\"]\n[clients.y]\ntoken_file = \"{d}/a\"\ndatabases = [\"b\"]\n"), "clients.y"),
+            (format!("[clients.\"a b\"]\ntoken_file = \"{d}/a\"\ndatabases = [\"a\"]\n"), "clients.a b"),
+            (format!("[clients.x]\ntoken_file = \"{d}/missing\"\ndatabases = [\"a\"]\n"), "clients.x.token_file"),
+            ("[clients.x]\nunix_uids = [7]\ndatabases = [\"a\"]\n[clients.y]\nunix_uids = [7]\ndatabases = [\"a\"]\n".to_owned(), "clients.y.unix_uids"),
+        ];
+        for (clients, key) in cases {
+            let err = clients_config(dir.path(), &clients).expect_err(&clients);
+            assert_eq!(err.key, key, "{clients}: {err}");
+        }
+    }
+
+    #[test]
+    fn unix_socket_settings_are_checked() {
+        let config = Config::from_toml(&format!(
+            "{MINIMAL}\n[server]\nlisten = \"off\"\nunix_socket = {{ path = \"/run/cb/api.sock\", mode = \"0660\", group = 1000 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(config.server.listen, None);
+        assert_eq!(
+            config.server.unix_socket,
+            Some(UnixSocketConfig {
+                path: "/run/cb/api.sock".into(),
+                mode: 0o660,
+                group: Some(1000),
+            })
+        );
+        for (server, key) in [
+            ("listen = \"off\"", "server.listen"),
+            (
+                "unix_socket = { path = \"/s\", mode = \"0666\" }",
+                "server.unix_socket.mode",
+            ),
+            (
+                "unix_socket = { path = \"/s\", mode = \"rw\" }",
+                "server.unix_socket.mode",
+            ),
+            (
+                "unix_socket = { path = \"rel.sock\" }",
+                "server.unix_socket.path",
+            ),
+        ] {
+            let err = error_of(&format!("{MINIMAL}\n[server]\n{server}\n"));
+            assert_eq!(err.key, key, "{server}: {err}");
+        }
+        let err = error_of(
+            "[clients.x]\nunix_uids = [7]\ndatabases = [\"a\"]\n[databases.a]\nsecret_id = \"s\"\n",
+        );
+        assert_eq!(err.key, "clients.x.unix_uids", "{err}");
+    }
+
+    #[test]
+    fn audit_goes_to_stderr_a_file_or_nowhere() {
+        let file = Config::from_toml(&format!(
+            "{MINIMAL}\n[audit]\noutput = \"file\"\npath = \"/var/log/audit.jsonl\"\n"
+        ))
+        .unwrap();
+        assert_eq!(file.audit, AuditConfig::File("/var/log/audit.jsonl".into()));
+        let off = Config::from_toml(&format!("{MINIMAL}\n[audit]\noutput = \"off\"\n")).unwrap();
+        assert_eq!(off.audit, AuditConfig::Off);
+        let err = error_of(&format!("{MINIMAL}\n[audit]\noutput = \"file\"\n"));
+        assert_eq!(err.key, "audit.path");
     }
 
     #[test]

@@ -8,8 +8,10 @@
 pub mod app;
 pub mod broker;
 mod cache;
+pub mod clients;
 pub mod config;
 pub mod credentials;
+pub mod hardening;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;

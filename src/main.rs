@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use credential_broker::{App, Config, EXIT_USAGE, healthcheck, telemetry};
+use credential_broker::{App, Config, EXIT_USAGE, hardening, healthcheck, telemetry};
 
 /// Serves rotated database credentials from AWS Secrets Manager on localhost, cached.
 ///
@@ -77,7 +77,16 @@ async fn main() -> ExitCode {
         }
         Some(Command::Serve) | None => {}
     }
-    telemetry::init(&config.log);
+    let _telemetry = match telemetry::init(&config.log, &config.audit) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("credential-broker: cannot open the audit output: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(err) = hardening::harden() {
+        tracing::warn!(error = %err, "could not disable core dumps");
+    }
     let result = match App::build(config).await {
         Ok(app) => app.run(shutdown_signal()).await,
         Err(err) => Err(err),

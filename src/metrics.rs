@@ -6,6 +6,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use std::sync::Arc;
+
 use crate::credentials::DbName;
 
 pub const HTTP_REQUESTS_TOTAL: &str = "credential_broker_http_requests_total";
@@ -31,14 +33,26 @@ pub const SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS: &str =
     "credential_broker_secret_next_rotation_timestamp_seconds";
 pub const DATABASE_DELETED_TOTAL: &str = "credential_broker_database_deleted_total";
 pub const CREDENTIALS_EXPIRED_TOTAL: &str = "credential_broker_credentials_expired_total";
+pub const ACCESS_TOTAL: &str = "credential_broker_access_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Every metric of one broker, registered in its own registry.
+/// Every metric of one broker, registered in its own registry; cloning shares them.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct MetricSet {
     registry: Registry,
     pub(crate) http_requests: IntCounterVec,
     pub(crate) http_duration: HistogramVec,
@@ -58,6 +72,7 @@ pub struct Metrics {
     pub(crate) next_rotation: GaugeVec,
     pub(crate) database_deleted: IntCounterVec,
     pub(crate) credentials_expired: IntCounterVec,
+    pub(crate) access: IntCounterVec,
 }
 
 /// Registers collectors in one registry; every metric name and help text passes through here.
@@ -94,6 +109,7 @@ impl Builder {
 }
 
 impl Metrics {
+    #[allow(clippy::too_many_lines)] // one registration per metric, in one list
     pub fn new() -> Self {
         let b = Builder(Registry::new());
         let build_info = b.int_gauges(
@@ -104,7 +120,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Self {
+        Self(Arc::new(MetricSet {
             http_requests: b.counters(
                 HTTP_REQUESTS_TOTAL,
                 "HTTP requests answered, by route template, method and status.",
@@ -193,8 +209,13 @@ impl Metrics {
                 "Requests answered 503 credentials_expired: the source failed past max_stale.",
                 &["db"],
             ),
+            access: b.counters(
+                ACCESS_TOTAL,
+                "Credentials requests by client, database and result (the audit trail's counter).",
+                &["client", "db", "result"],
+            ),
             registry: b.0,
-        }
+        }))
     }
 
     /// Creates `db`'s event counters at 0, so that `increase()` sees their first event.

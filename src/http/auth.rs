@@ -1,43 +1,120 @@
-//! Request guards of the credentials API, as middleware: reject proxied requests, then require
-//! the bearer token, compared in constant time.
+//! The guard layer of the credentials API: input limits, the `X-Forwarded-For` refusal, and
+//! who the caller is (bearer token, or Unix socket peer uid), in one middleware so that each
+//! request pays for one layer. Which databases the caller may read is checked by the handlers,
+//! after the database name is parsed.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
 
+use super::ApiState;
+use super::audit::Action;
 use super::error::ApiError;
+use crate::clients::{Client, Clients};
+use crate::config::Limits;
 
-/// Rejects any request that carries `X-Forwarded-For`: it came through a proxy, not from the
-/// local application.
-pub(crate) async fn reject_forwarded(request: Request, next: Next) -> Result<Response, ApiError> {
+/// The client a request was attributed to, as a request extension.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(pub(crate) Arc<Client>);
+
+/// The uid of a Unix socket peer, from `SO_PEERCRED`, as a connection-wide request extension.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerUid(pub u32);
+
+/// Rejects oversized or proxied requests, then identifies the caller or answers 401.
+pub(crate) async fn guard(
+    State(state): State<Arc<ApiState>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    check_limits(&state.limits, request.headers())?;
     if request.headers().contains_key("x-forwarded-for") {
         return Err(ApiError::ForwardedRequest);
     }
+    let client = match &state.clients {
+        None => Arc::clone(&state.anonymous),
+        Some(clients) => {
+            let Some(client) = identify(clients, &request) else {
+                if let Some((db, action)) = target(request.uri().path()) {
+                    state
+                        .audit
+                        .record(None, db, action, Err(&ApiError::Unauthorized));
+                }
+                return Err(ApiError::Unauthorized);
+            };
+            client
+        }
+    };
+    request.extensions_mut().insert(Caller(client));
     Ok(next.run(request).await)
 }
 
-/// Requires `Authorization: Bearer <token>` matching the configured token.
-pub(crate) async fn require_token(
-    State(token): State<Arc<SecretString>>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match presented {
-        Some(p) if bool::from(p.as_bytes().ct_eq(token.expose_secret().as_bytes())) => {
-            Ok(next.run(request).await)
-        }
-        _ => Err(ApiError::Unauthorized),
+/// The client behind a bearer token, or else behind the Unix socket peer's uid. A token that is
+/// presented must be valid: it is never ignored in favour of the uid.
+fn identify(clients: &Clients, request: &Request) -> Option<Arc<Client>> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        let PeerUid(uid) = request.extensions().get::<PeerUid>()?;
+        return clients.by_uid(*uid);
+    };
+    let token = value
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))?
+        .1
+        .trim();
+    clients.by_token(token)
+}
+
+/// Rejects requests whose headers or declared body exceed the configured limits.
+fn check_limits(limits: &Limits, headers: &HeaderMap) -> Result<(), ApiError> {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(ApiError::HeadersTooLarge);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if declared > limits.max_body_bytes {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(())
+}
+
+/// The database (still percent-encoded) and action a credentials path names, for the audit
+/// trail of requests refused before routing.
+fn target(path: &str) -> Option<(&str, Action)> {
+    let rest = path.strip_prefix("/credentials/")?;
+    match rest.split_once('/') {
+        None => Some((rest, Action::Read)),
+        Some((db, "refresh")) => Some((db, Action::Refresh)),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_paths_name_their_database_and_action() {
+        assert!(matches!(
+            target("/credentials/orders"),
+            Some(("orders", Action::Read))
+        ));
+        assert!(matches!(
+            target("/credentials/orders/refresh"),
+            Some(("orders", Action::Refresh))
+        ));
+        assert!(target("/credentials/orders/other").is_none());
+        assert!(target("/metrics").is_none());
     }
 }

@@ -5,13 +5,18 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::ApiState;
+use super::audit::{Action, Outcome};
+use super::auth::Caller;
 use super::error::ApiError;
-use crate::broker::{Broker, Served};
+use crate::broker::Served;
+use crate::clients::Client;
 use crate::credentials::{DbName, Format};
 
 #[derive(Debug, Deserialize)]
@@ -26,54 +31,120 @@ struct RefreshBody {
     version_id: String,
 }
 
+/// The `If-None-Match` header alone, so that a GET copies no other header.
+pub(crate) struct IfNoneMatch(HeaderMap);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut headers = HeaderMap::new();
+        for value in parts.headers.get_all(header::IF_NONE_MATCH) {
+            headers.append(header::IF_NONE_MATCH, value.clone());
+        }
+        Ok(Self(headers))
+    }
+}
+
 pub(crate) async fn get(
-    State(broker): State<Arc<Broker>>,
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(client)): Extension<Caller>,
     db: Result<Path<String>, PathRejection>,
     query: Result<Query<FormatQuery>, QueryRejection>,
-    headers: HeaderMap,
+    IfNoneMatch(headers): IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    let db = database(db)?;
-    let Query(query) = query.map_err(|_| ApiError::BadRequest)?;
-    let format = match query.format.as_deref() {
-        None => Format::Json,
-        Some(name) => name.parse().map_err(|()| ApiError::InvalidFormat)?,
-    };
-    let served = broker
-        .get(&db)
-        .await
-        .map_err(|e| ApiError::from_broker(&db, e))?;
-    if matches_etag(&headers, &served.credentials.version_id) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        add_headers(&mut response, &served);
-        return Ok(response);
+    let db = database(db).inspect_err(|e| {
+        state.audit.record(Some(&client), "", Action::Read, Err(e));
+    })?;
+    let result = async {
+        if !client.scope.allows(&db) {
+            return Err(ApiError::Forbidden);
+        }
+        let Query(query) = query.map_err(|_| ApiError::BadRequest)?;
+        let format = match query.format.as_deref() {
+            None => Format::Json,
+            Some(name) => name.parse().map_err(|()| ApiError::InvalidFormat)?,
+        };
+        let served = state
+            .broker
+            .get(&db)
+            .await
+            .map_err(|e| ApiError::from_broker(&db, e))?;
+        if matches_etag(&headers, &served.credentials.version_id) {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            add_headers(&mut response, &served);
+            return Ok((response, served, true));
+        }
+        Ok((respond(&served, format)?, served, false))
     }
-    respond(&served, format)
+    .await;
+    audited(&state, &client, &db, Action::Read, result)
 }
 
 pub(crate) async fn refresh(
-    State(broker): State<Arc<Broker>>,
+    State(state): State<Arc<ApiState>>,
+    Extension(Caller(client)): Extension<Caller>,
     db: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let db = database(db)?;
-    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let parsed: RefreshBody =
-            serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
-        Some(parsed.version_id)
-    };
-    let from_header = headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(unquote);
-    let known = from_body.as_deref().or(from_header);
-    let served = broker
-        .refresh(&db, known)
-        .await
-        .map_err(|e| ApiError::from_broker(&db, e))?;
-    respond(&served, Format::Json)
+    let db = database(db).inspect_err(|e| {
+        state
+            .audit
+            .record(Some(&client), "", Action::Refresh, Err(e));
+    })?;
+    let result = async {
+        if !client.scope.allows(&db) {
+            return Err(ApiError::Forbidden);
+        }
+        let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            let parsed: RefreshBody =
+                serde_json::from_slice(&body).map_err(|_| ApiError::BadRequest)?;
+            Some(parsed.version_id)
+        };
+        let from_header = headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(unquote);
+        let known = from_body.as_deref().or(from_header);
+        let served = state
+            .broker
+            .refresh(&db, known)
+            .await
+            .map_err(|e| ApiError::from_broker(&db, e))?;
+        Ok((respond(&served, Format::Json)?, served, false))
+    }
+    .await;
+    audited(&state, &client, &db, Action::Refresh, result)
+}
+
+/// Records the audit event of a request for `db` and passes its answer on. The flag says the
+/// answer is a 304 confirming the served version.
+fn audited(
+    state: &ApiState,
+    client: &Client,
+    db: &str,
+    action: Action,
+    result: Result<(Response, Served, bool), ApiError>,
+) -> Result<Response, ApiError> {
+    match result {
+        Ok((response, served, not_modified)) => {
+            let version = &served.credentials.version_id;
+            let outcome = if not_modified {
+                Outcome::NotModified(version)
+            } else {
+                Outcome::Served(version)
+            };
+            state.audit.record(Some(client), db, action, Ok(outcome));
+            Ok(response)
+        }
+        Err(err) => {
+            state.audit.record(Some(client), db, action, Err(&err));
+            Err(err)
+        }
+    }
 }
 
 /// The database name from the path, checked for shape before any lookup.
@@ -104,7 +175,6 @@ fn matches_etag(headers: &HeaderMap, version: &str) -> bool {
 
 fn add_headers(response: &mut Response, served: &Served) {
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::AGE, HeaderValue::from(served.age.as_secs()));
     if let Ok(etag) = HeaderValue::from_maybe_shared(served.credentials.etag().clone()) {
         headers.insert(header::ETAG, etag);

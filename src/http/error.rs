@@ -14,6 +14,7 @@ use crate::source::SourceError;
 #[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
+    Forbidden,
     ForwardedRequest,
     InvalidDatabaseName,
     BadRequest,
@@ -53,12 +54,22 @@ impl ApiError {
         }
     }
 
+    /// The stable error code of the body (also the audit result of a failed request).
+    pub(crate) fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid `Authorization: Bearer <token>` header is required".into(),
+            ),
+            Self::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this client may not read this database".into(),
             ),
             Self::ForwardedRequest => (
                 StatusCode::BAD_REQUEST,
@@ -180,6 +191,7 @@ mod tests {
         let db = || DbName::parse("orders").unwrap();
         let all = [
             ApiError::Unauthorized,
+            ApiError::Forbidden,
             ApiError::ForwardedRequest,
             ApiError::InvalidDatabaseName,
             ApiError::BadRequest,

@@ -7,49 +7,76 @@ use std::time::Instant;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use secrecy::SecretString;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tracing::debug;
 
 use crate::broker::Broker;
+use crate::clients::{Client, Clients};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 
 mod admin;
+mod audit;
 mod auth;
 mod credentials;
 mod error;
 mod limits;
 
+pub use auth::PeerUid;
 pub use error::ApiError;
 
-/// The credentials API. `token` is `None` only when auth is disabled in the configuration.
+/// What the credentials API's guard and handlers share.
+#[derive(Debug)]
+pub(crate) struct ApiState {
+    broker: Arc<Broker>,
+    /// `None` when authentication is disabled.
+    clients: Option<Arc<Clients>>,
+    /// The caller of every request when authentication is disabled.
+    anonymous: Arc<Client>,
+    limits: Limits,
+    audit: audit::Audit,
+}
+
+/// The credentials API. `clients` is `None` only when auth is disabled in the configuration;
+/// `audit_events` turns the per-request audit events on (the access counter always counts).
 ///
-/// Layers, outermost first: metrics and request log; overload shedding (a global cap on requests
-/// in progress, past which requests are answered 503 at once) and the request timeout; header and
-/// body limits; the `X-Forwarded-For` check; the token check; then the handlers.
+/// Layers, outermost first: metrics, request log and security headers; overload shedding (a
+/// global cap on requests in progress, past which requests are answered 503 at once) and the
+/// request timeout; the guard (header and body limits, the `X-Forwarded-For` check, the caller's
+/// identity); then the handlers, which check the caller's scope.
 pub fn api_router(
     broker: Arc<Broker>,
-    token: Option<Arc<SecretString>>,
+    clients: Option<Arc<Clients>>,
+    audit_events: bool,
     metrics: Metrics,
     limits: Limits,
 ) -> Router {
-    let mut router = Router::new()
+    let state = Arc::new(ApiState {
+        audit: audit::Audit {
+            events: audit_events,
+            access: metrics.access.clone(),
+            broker: Arc::clone(&broker),
+        },
+        broker,
+        clients,
+        anonymous: Client::anonymous(),
+        limits,
+    });
+    Router::new()
         .route("/credentials/{db}", get(credentials::get))
         .route("/credentials/{db}/refresh", post(credentials::refresh))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(broker);
-    if let Some(token) = token {
-        router = router.layer(middleware::from_fn_with_state(token, auth::require_token));
-    }
-    router
-        .layer(middleware::from_fn(auth::reject_forwarded))
-        .layer(middleware::from_fn_with_state(limits, limits::enforce))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::guard,
+        ))
+        .with_state(state)
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(limits::overload_error))
@@ -89,8 +116,14 @@ async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> 
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let in_flight = InFlight::enter(&metrics.http_in_flight);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     drop(in_flight);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let elapsed = started.elapsed();
     let status = response.status();
     metrics
@@ -130,6 +163,7 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::Clients;
     use crate::config::{CacheConfig, DatabaseConfig};
     use crate::credentials::{DbName, SecretPayload, SecretVersion};
     use crate::source::{BoxFuture, Source, SourceError, Stage};
@@ -140,6 +174,7 @@ mod tests {
     use tower::ServiceExt;
 
     const TOKEN: &str = "unit-test-token-0123456789";
+    const ORDERS_TOKEN: &str = "unit-test-orders-token-0123";
     const PASSWORD: &str = "unit-test-password-!@#";
 
     /// A unit-test stand-in for a source with fixed answers per secret id.
@@ -206,7 +241,32 @@ mod tests {
         (
             api_router(
                 Arc::clone(&broker),
-                Some(Arc::new(SecretString::from(TOKEN))),
+                Some(Arc::new(Clients::new(
+                    vec![
+                        crate::config::ClientConfig {
+                            name: "all".into(),
+                            token: Some(crate::config::TokenConfig {
+                                source: crate::config::TokenSource::Env("UNUSED".into()),
+                                value: secrecy::SecretString::from(TOKEN),
+                            }),
+                            unix_uids: Vec::new(),
+                            scope: crate::config::Scope::All,
+                        },
+                        crate::config::ClientConfig {
+                            name: "orders-only".into(),
+                            token: Some(crate::config::TokenConfig {
+                                source: crate::config::TokenSource::Env("UNUSED".into()),
+                                value: secrecy::SecretString::from(ORDERS_TOKEN),
+                            }),
+                            unix_uids: Vec::new(),
+                            scope: crate::config::Scope::Only(
+                                [DbName::parse("orders").unwrap()].into(),
+                            ),
+                        },
+                    ],
+                    Duration::from_secs(5),
+                ))),
+                true,
                 metrics.clone(),
                 Limits {
                     max_header_bytes: 1024,
@@ -280,6 +340,51 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "the scheme is case-insensitive");
+    }
+
+    #[tokio::test]
+    async fn a_scoped_client_gets_403_outside_its_databases_without_a_hint_of_existence() {
+        let (api, admin) = app();
+        let orders = ("authorization", "Bearer unit-test-orders-token-0123");
+        let (status, _, _) = call(&api, Method::GET, "/credentials/orders", &[orders]).await;
+        assert_eq!(status, StatusCode::OK);
+        for uri in [
+            "/credentials/broken",
+            "/credentials/no-such-db",
+            "/credentials/broken/refresh",
+        ] {
+            let method = if uri.ends_with("refresh") {
+                Method::POST
+            } else {
+                Method::GET
+            };
+            let (status, headers, body) = call(&api, method, uri, &[orders]).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{uri}");
+            assert_eq!(body["error"]["code"], "forbidden");
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        }
+        let response = admin
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        for series in [
+            r#"credential_broker_access_total{client="orders-only",db="orders",result="ok"} 1"#,
+            r#"credential_broker_access_total{client="orders-only",db="broken",result="forbidden"} 2"#,
+            r#"credential_broker_access_total{client="orders-only",db="other",result="forbidden"} 1"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
     }
 
     #[tokio::test]

@@ -23,21 +23,18 @@ async fn requests_without_or_with_a_wrong_token_get_401() {
     let broker = broker_with_one_db(&upstream).await;
     let url = broker.url("/credentials/orders");
 
-    let none = broker.http.get(&url).send().await.unwrap();
+    let none = broker.send(broker.http.get(&url)).await;
     let wrong = broker
-        .http
-        .get(&url)
-        .bearer_auth("not-the-token-0000000000")
-        .send()
-        .await
-        .unwrap();
+        .send(
+            broker
+                .http
+                .get(&url)
+                .bearer_auth("not-the-token-0000000000"),
+        )
+        .await;
     let prefix = broker
-        .http
-        .get(&url)
-        .bearer_auth(&TOKEN[..TOKEN.len() - 1])
-        .send()
-        .await
-        .unwrap();
+        .send(broker.http.get(&url).bearer_auth(&TOKEN[..TOKEN.len() - 1]))
+        .await;
     for response in [none, wrong, prefix] {
         assert_eq!(response.status(), 401);
         assert_eq!(response.headers()["www-authenticate"], "Bearer");
@@ -45,11 +42,8 @@ async fn requests_without_or_with_a_wrong_token_get_401() {
         assert_eq!(body["error"]["code"], "unauthorized");
     }
     let refresh = broker
-        .http
-        .post(broker.url("/credentials/orders/refresh"))
-        .send()
-        .await
-        .unwrap();
+        .send(broker.http.post(broker.url("/credentials/orders/refresh")))
+        .await;
     assert_eq!(refresh.status(), 401);
     assert_eq!(
         broker.get("orders").await.status(),
@@ -63,13 +57,14 @@ async fn requests_with_x_forwarded_for_get_400() {
     let upstream = Upstream::start().await;
     let broker = broker_with_one_db(&upstream).await;
     let response = broker
-        .http
-        .get(broker.url("/credentials/orders"))
-        .bearer_auth(TOKEN)
-        .header("X-Forwarded-For", "203.0.113.7")
-        .send()
-        .await
-        .unwrap();
+        .send(
+            broker
+                .http
+                .get(broker.url("/credentials/orders"))
+                .bearer_auth(TOKEN)
+                .header("X-Forwarded-For", "203.0.113.7"),
+        )
+        .await;
     assert_eq!(response.status(), 400);
     let body = json_body(response).await;
     assert_eq!(body["error"]["code"], "forwarded_request_rejected");

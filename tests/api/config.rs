@@ -120,9 +120,26 @@ fn shipped_example_configs_are_valid_and_print_no_token() {
         )],
     );
     let local = check_config(&repo_root().join("config/local.toml"), &[]);
+    // shared.toml names two clients' token files of a deployment.
+    let reporting = dir.path().join("reporting");
+    std::fs::write(&reporting, "reporting-token-0123456789").unwrap();
+    let shared = check_config(
+        &repo_root().join("config/shared.toml"),
+        &[
+            (
+                "CREDENTIAL_BROKER_CLIENTS__ORDERS_API__TOKEN_FILE",
+                token.to_str().unwrap(),
+            ),
+            (
+                "CREDENTIAL_BROKER_CLIENTS__REPORTING__TOKEN_FILE",
+                reporting.to_str().unwrap(),
+            ),
+        ],
+    );
     for (name, output, secret) in [
         ("aws.toml", aws, "deployment-token-0123456789"),
         ("rds.toml", rds, "deployment-token-0123456789"),
+        ("shared.toml", shared, "reporting-token-0123456789"),
         ("local.toml", local, "local-dev-token-not-a-secret"),
     ] {
         let stdout = String::from_utf8(output.stdout).unwrap();
@@ -151,12 +168,13 @@ async fn quick_start_config_serves_credentials_from_the_local_file() {
     let token = std::fs::read_to_string(repo_root().join("config/local-token")).unwrap();
     broker.wait_ready(Duration::from_secs(10)).await;
     let body: serde_json::Value = broker
-        .http
-        .get(broker.url("/credentials/orders"))
-        .bearer_auth(token.trim())
-        .send()
+        .send(
+            broker
+                .http
+                .get(broker.url("/credentials/orders"))
+                .bearer_auth(token.trim()),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

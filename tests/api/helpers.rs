@@ -393,6 +393,8 @@ pub struct BrokerOptions {
     pub topology_ttl: &'static str,
     /// Extra `key = value` lines for the `[server]` table.
     pub server_toml: String,
+    /// Extra `key = value` lines for the `[auth]` table.
+    pub auth_toml: String,
     pub extra_toml: String,
 }
 
@@ -407,6 +409,7 @@ impl BrokerOptions {
             max_stale: "1h",
             topology_ttl: "15m",
             server_toml: String::new(),
+            auth_toml: String::new(),
             extra_toml: String::new(),
         }
     }
@@ -467,6 +470,7 @@ shutdown_grace = "5s"
 
 [auth]
 token_file = {token_file:?}
+{auth}
 
 [cache]
 ttl = {ttl:?}
@@ -497,6 +501,7 @@ level = "trace"
             token_file = token_file.display().to_string(),
             warm = options.warm,
             server = options.server_toml,
+            auth = options.auth_toml,
             ttl = options.ttl,
             max_stale = options.max_stale,
             topology_ttl = options.topology_ttl,
@@ -585,26 +590,54 @@ level = "trace"
     }
 
     pub async fn get(&self, db: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(&format!("/credentials/{db}")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
+        self.send(
+            self.http
+                .get(self.url(&format!("/credentials/{db}")))
+                .bearer_auth(TOKEN),
+        )
+        .await
     }
 
     pub async fn refresh(&self, db: &str) -> reqwest::Response {
-        self.http
-            .post(self.url(&format!("/credentials/{db}/refresh")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
+        self.send(
+            self.http
+                .post(self.url(&format!("/credentials/{db}/refresh")))
+                .bearer_auth(TOKEN),
+        )
+        .await
     }
 
     /// A GET on the admin listener.
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.admin_url(path)).send().await.unwrap()
+        self.send(self.http.get(self.admin_url(path))).await
+    }
+
+    /// Sends `request` and checks the answer for leaks: no header may hold a password the suite
+    /// used, and no body either, except the 200 body of a credentials request (whose job it is).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Response {
+        let response = request.send().await.unwrap();
+        let credentials_body =
+            response.status() == 200 && response.url().path().starts_with("/credentials/");
+        let mut rebuilt = axum::http::Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            rebuilt = rebuilt.header(name, value);
+        }
+        let url = response.url().clone();
+        let headers = format!("{:?}", response.headers());
+        let body = response.bytes().await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        for password in passwords() {
+            assert!(
+                !headers.contains(&password),
+                "a password in the headers of {url}"
+            );
+            assert!(
+                credentials_body || !text.contains(&password),
+                "a password in the body of {url}"
+            );
+        }
+        // The rebuilt response has no URL (reqwest offers no way to set it).
+        reqwest::Response::from(rebuilt.body(body).unwrap())
     }
 
     pub async fn metrics(&self) -> String {

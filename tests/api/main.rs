@@ -17,4 +17,5 @@ mod prometheus;
 mod rds;
 mod resilience;
 mod schemathesis;
+mod security;
 mod upstream;
