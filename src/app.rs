@@ -20,11 +20,10 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::audit::AuditSink;
 use crate::broker::{Broker, Parts};
 use crate::clients::Clients;
-use crate::config::{
-    AuditConfig, AuthConfig, Config, Limits, SecretRef, SourceConfig, UnixSocketConfig,
-};
+use crate::config::{AuthConfig, Config, Limits, SecretRef, SourceConfig, UnixSocketConfig};
 use crate::http::{self, PeerUid};
 use crate::metrics::Metrics;
 use crate::source::{FileSource, RdsApi, RdsClient, SecretsManagerSource, Source, secrets_manager};
@@ -39,6 +38,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub struct App {
     broker: Arc<Broker>,
     clients: Option<Arc<Clients>>,
+    audit: Option<Arc<AuditSink>>,
     api: Option<TcpListener>,
     unix: Option<BoundSocket>,
     admin: TcpListener,
@@ -109,6 +109,9 @@ impl App {
         {
             warn!(%listen, "the credentials API listens beyond loopback (server.allow_non_loopback): anyone who can reach it and holds a token can read credentials");
         }
+        let audit = AuditSink::open(&config.audit).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot open the audit output: {e}"))
+        })?;
         let api = match config.server.listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
@@ -124,13 +127,14 @@ impl App {
             api_router: http::api_router(
                 Arc::clone(&broker),
                 clients.clone(),
-                config.audit != AuditConfig::Off,
+                audit.clone(),
                 metrics.clone(),
                 config.server.limits,
             ),
             admin_router: http::admin_router(Arc::clone(&broker), metrics),
             broker,
             clients,
+            audit,
             api,
             unix,
             admin,
@@ -190,12 +194,19 @@ impl App {
         let reload = self
             .clients
             .map(|clients| tokio::spawn(clients.run_reload()));
+        let flush = self
+            .audit
+            .clone()
+            .map(|audit| tokio::spawn(audit.run_flush()));
 
         shutdown.await;
         info!(grace = ?self.grace, "shutting down: no new connections, draining in-flight requests");
         background.abort();
         if let Some(reload) = reload {
             reload.abort();
+        }
+        if let Some(flush) = flush {
+            flush.abort();
         }
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.grace, async {
@@ -207,6 +218,9 @@ impl App {
             servers.shutdown().await;
         } else {
             info!("drained; exiting");
+        }
+        if let Some(audit) = &self.audit {
+            audit.flush();
         }
         Ok(())
     }

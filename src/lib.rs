@@ -6,6 +6,7 @@
 //! credentials API and the admin listener.
 
 pub mod app;
+pub mod audit;
 pub mod broker;
 mod cache;
 pub mod clients;

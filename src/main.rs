@@ -77,13 +77,7 @@ async fn main() -> ExitCode {
         }
         Some(Command::Serve) | None => {}
     }
-    let _telemetry = match telemetry::init(&config.log, &config.audit) {
-        Ok(telemetry) => telemetry,
-        Err(err) => {
-            eprintln!("credential-broker: cannot open the audit output: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    telemetry::init(&config.log);
     if let Err(err) = hardening::harden() {
         tracing::warn!(error = %err, "could not disable core dumps");
     }

@@ -1,13 +1,16 @@
-//! The audit trail: one structured event per credentials request, with target `audit` (routed by
-//! the telemetry set-up to its own output), and `credential_broker_access_total{client,db,result}`.
-//! Events carry the client, database, action, result and version id; never a secret.
+//! The audit trail: one JSON event per credentials request, written to the audit sink, and
+//! `credential_broker_access_total{client,db,result}`. Events carry the time, client, database,
+//! action, result and version id; never a secret.
 
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
 use prometheus::IntCounterVec;
-use tracing::info;
+use serde::Serialize;
 
 use super::error::ApiError;
+use crate::audit::AuditSink;
 use crate::broker::Broker;
 use crate::clients::Client;
 use crate::credentials::DbName;
@@ -39,10 +42,27 @@ pub(crate) enum Outcome<'a> {
     NotModified(&'a str),
 }
 
-/// Records accesses; events are emitted only when `events` is set, the counter always counts.
+/// One line of the audit trail.
+#[derive(Serialize)]
+struct Event<'a> {
+    #[serde(serialize_with = "rfc3339")]
+    timestamp: SystemTime,
+    target: &'static str,
+    client: &'a str,
+    db: &'a str,
+    action: &'static str,
+    result: &'a str,
+    version_id: &'a str,
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+/// Records accesses; events are written only when there is a sink, the counter always counts.
 #[derive(Debug)]
 pub(crate) struct Audit {
-    pub(crate) events: bool,
+    pub(crate) sink: Option<Arc<AuditSink>>,
     pub(crate) access: IntCounterVec,
     pub(crate) broker: Arc<Broker>,
 }
@@ -66,22 +86,25 @@ impl Audit {
         self.access
             .with_label_values(&[client, label, result])
             .inc();
-        if self.events {
+        if let Some(sink) = &self.sink {
             // A name that is not a valid database name is not echoed: it is caller input.
             let db = if DbName::check(db).is_ok() {
                 db
             } else {
                 "(invalid)"
             };
-            info!(
-                target: crate::telemetry::AUDIT_TARGET,
+            let event = Event {
+                timestamp: SystemTime::now(),
+                target: "audit",
                 client,
                 db,
-                action = action.as_str(),
+                action: action.as_str(),
                 result,
-                version_id = version,
-                "credentials access"
-            );
+                version_id: version,
+            };
+            let mut line = Vec::with_capacity(256);
+            serde_json::to_writer(&mut line, &event).expect("an event always serializes");
+            sink.write_line(&line);
         }
     }
 }

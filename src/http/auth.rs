@@ -1,14 +1,11 @@
-//! The guard layer of the credentials API: input limits, the `X-Forwarded-For` refusal, and
-//! who the caller is (bearer token, or Unix socket peer uid), in one middleware so that each
-//! request pays for one layer. Which databases the caller may read is checked by the handlers,
-//! after the database name is parsed.
+//! The guard of the credentials API: input limits, the `X-Forwarded-For` refusal, and who the
+//! caller is (bearer token, or Unix socket peer uid). Which databases the caller may read is
+//! checked by the handlers, after the database name is parsed.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
-use axum::response::Response;
 
 use super::ApiState;
 use super::audit::Action;
@@ -24,12 +21,9 @@ pub(crate) struct Caller(pub(crate) Arc<Client>);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerUid(pub u32);
 
-/// Rejects oversized or proxied requests, then identifies the caller or answers 401.
-pub(crate) async fn guard(
-    State(state): State<Arc<ApiState>>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+/// Rejects oversized or proxied requests, then identifies the caller (as a [`Caller`]
+/// extension) or answers 401.
+pub(crate) fn admit(state: &ApiState, mut request: Request) -> Result<Request, ApiError> {
     check_limits(&state.limits, request.headers())?;
     if request.headers().contains_key("x-forwarded-for") {
         return Err(ApiError::ForwardedRequest);
@@ -49,7 +43,7 @@ pub(crate) async fn guard(
         }
     };
     request.extensions_mut().insert(Caller(client));
-    Ok(next.run(request).await)
+    Ok(request)
 }
 
 /// The client behind a bearer token, or else behind the Unix socket peer's uid. A token that is

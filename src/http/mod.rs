@@ -2,19 +2,18 @@
 //! admin listener (health, readiness, metrics). Handlers only; the work happens in the broker.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
+use tokio::sync::Semaphore;
 use tracing::debug;
 
+use crate::audit::AuditSink;
 use crate::broker::Broker;
 use crate::clients::{Client, Clients};
 use crate::config::Limits;
@@ -25,12 +24,11 @@ mod audit;
 mod auth;
 mod credentials;
 mod error;
-mod limits;
 
 pub use auth::PeerUid;
 pub use error::ApiError;
 
-/// What the credentials API's guard and handlers share.
+/// What the credentials API's front layer and handlers share.
 #[derive(Debug)]
 pub(crate) struct ApiState {
     broker: Arc<Broker>,
@@ -39,26 +37,27 @@ pub(crate) struct ApiState {
     /// The caller of every request when authentication is disabled.
     anonymous: Arc<Client>,
     limits: Limits,
+    /// One permit per request in progress, up to `limits.max_concurrent_requests`.
+    permits: Semaphore,
     audit: audit::Audit,
+    metrics: Metrics,
 }
 
 /// The credentials API. `clients` is `None` only when auth is disabled in the configuration;
-/// `audit_events` turns the per-request audit events on (the access counter always counts).
+/// audit events go to `audit` when there is one (the access counter always counts).
 ///
-/// Layers, outermost first: metrics, request log and security headers; overload shedding (a
-/// global cap on requests in progress, past which requests are answered 503 at once) and the
-/// request timeout; the guard (header and body limits, the `X-Forwarded-For` check, the caller's
-/// identity); then the handlers, which check the caller's scope.
+/// One layer stands in front of the handlers (see [`front`]); the handlers check the caller's
+/// scope once the database name is parsed.
 pub fn api_router(
     broker: Arc<Broker>,
     clients: Option<Arc<Clients>>,
-    audit_events: bool,
+    audit: Option<Arc<AuditSink>>,
     metrics: Metrics,
     limits: Limits,
 ) -> Router {
     let state = Arc::new(ApiState {
         audit: audit::Audit {
-            events: audit_events,
+            sink: audit,
             access: metrics.access.clone(),
             broker: Arc::clone(&broker),
         },
@@ -66,27 +65,39 @@ pub fn api_router(
         clients,
         anonymous: Client::anonymous(),
         limits,
+        permits: Semaphore::new(limits.max_concurrent_requests),
+        metrics,
     });
     Router::new()
         .route("/credentials/{db}", get(credentials::get))
         .route("/credentials/{db}/refresh", post(credentials::refresh))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            auth::guard,
-        ))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
         .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(limits::overload_error))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(
-                    limits.max_concurrent_requests,
-                ))
-                .timeout(limits.request_timeout),
-        )
-        .layer(middleware::from_fn_with_state(metrics, track))
+}
+
+/// Everything in front of the credentials handlers, in order, as one layer (one future per
+/// request rather than one per concern): metrics, the request log and the security headers;
+/// the overload cap (past `max_concurrent_requests` in progress, 503 `overloaded` at once,
+/// never a queue); the guard (limits, `X-Forwarded-For`, the caller's identity); and the
+/// request timeout (504 `request_timeout`).
+async fn front(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
+    let in_flight = InFlight::enter(&state.metrics.http_in_flight);
+    let response = match state.permits.try_acquire() {
+        Err(_) => ApiError::Overloaded.into_response(),
+        Ok(_permit) => match auth::admit(&state, request) {
+            Err(err) => err.into_response(),
+            Ok(request) => tokio::time::timeout(state.limits.request_timeout, next.run(request))
+                .await
+                .unwrap_or_else(|_| ApiError::RequestTimeout.into_response()),
+        },
+    };
+    drop(in_flight);
+    finish(&state.metrics, matched.as_ref(), &method, started, response)
 }
 
 /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
@@ -109,22 +120,34 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Counts and times every request by route template, and logs one line per request at debug.
+/// Counts and times every admin request by route template, like [`front`] does for the API.
 async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let in_flight = InFlight::enter(&metrics.http_in_flight);
-    let mut response = next.run(request).await;
+    let response = next.run(request).await;
     drop(in_flight);
+    finish(&metrics, matched.as_ref(), &method, started, response)
+}
+
+/// Adds the security headers every response carries, counts and times the request by route
+/// template, and logs one line for it at debug.
+fn finish(
+    metrics: &Metrics,
+    matched: Option<&MatchedPath>,
+    method: &Method,
+    started: Instant,
+    mut response: Response,
+) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let elapsed = started.elapsed();
+    let route = matched.map_or("unmatched", MatchedPath::as_str);
+    let elapsed: Duration = started.elapsed();
     let status = response.status();
     metrics
         .http_requests
@@ -266,7 +289,7 @@ mod tests {
                     ],
                     Duration::from_secs(5),
                 ))),
-                true,
+                None,
                 metrics.clone(),
                 Limits {
                     max_header_bytes: 1024,
@@ -298,6 +321,17 @@ mod tests {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         (status, headers, body)
+    }
+
+    /// The admin router's `/metrics` page.
+    async fn metrics_text(admin: &Router) -> String {
+        let response = admin
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 
     const AUTH: (&str, &str) = ("authorization", "Bearer unit-test-token-0123456789");
@@ -363,21 +397,7 @@ mod tests {
             assert_eq!(body["error"]["code"], "forbidden");
             assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         }
-        let response = admin
-            .clone()
-            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let text = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
+        let text = metrics_text(&admin).await;
         for series in [
             r#"credential_broker_access_total{client="orders-only",db="orders",result="ok"} 1"#,
             r#"credential_broker_access_total{client="orders-only",db="broken",result="forbidden"} 2"#,
@@ -487,21 +507,7 @@ mod tests {
         let (_, _, body) = call(&admin, Method::GET, "/readyz", &[]).await;
         assert_eq!(body["not_ready"], serde_json::json!(["broken", "slow"]));
 
-        let response = admin
-            .clone()
-            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let text = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
+        let text = metrics_text(&admin).await;
         assert!(text.contains(r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="200"} 1"#), "{text}");
         assert!(
             !text.contains("/credentials/orders"),
