@@ -23,7 +23,10 @@ struct Format {
 
 async fn credentials(Query(format): Query<Format>) -> impl IntoResponse {
     let (content_type, body) = if format.format.as_deref() == Some("uri") {
-        ("text/plain; charset=utf-8", URI.get().expect("set at start"))
+        (
+            "text/plain; charset=utf-8",
+            URI.get().expect("set at start"),
+        )
     } else {
         ("application/json", JSON.get().expect("set at start"))
     };

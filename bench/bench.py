@@ -28,7 +28,7 @@ from pathlib import Path
 import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
-BROKER = ROOT / "target/release/credential-broker"
+BROKER = Path(os.environ.get("BENCH_BROKER", ROOT / "target/release/credential-broker"))
 BASELINE = ROOT / "target/release/examples/static-baseline"
 MOTO = ROOT / ".venv/moto/bin/moto_server"
 TOKEN = "bench-token-0123456789abcdef"
@@ -71,6 +71,12 @@ class CountingProxy:
                 pass
 
             def do_POST(self):
+                try:
+                    self.forward()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the broker went away mid-answer
+
+            def forward(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 target = self.headers.get("x-amz-target", "")
                 operation = target.rsplit(".", 1)[-1] if target else ""
@@ -240,6 +246,12 @@ level = "info"
         self.process.wait(timeout=30)
 
 
+def cpu_seconds(pid):
+    """User plus system CPU seconds `pid` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -366,15 +378,21 @@ def main():
                 results = {}
                 # Alternate which server goes first so neither always gets the warmer machine.
                 order = ["broker", "baseline"] if connections != 16 else ["baseline", "broker"]
+                cpu = {}
                 for who in order:
                     address = broker.api if who == "broker" else f"127.0.0.1:{baseline_port}"
+                    pid = broker.process.pid if who == "broker" else baseline.pid
                     url = f"http://{address}/credentials/db0000{query}"
                     wrk(url, connections, 1)  # warm-up
+                    used = cpu_seconds(pid)
                     results[who] = wrk(url, connections, args.seconds)
+                    cpu[who] = (cpu_seconds(pid) - used) / (results[who][0] * args.seconds) * 1e6
                 (b_rps, b50, b99), (s_rps, s50, s99) = results["broker"], results["baseline"]
                 rows.append((f"GET {fmt}, {connections} conn: requests/s",
                              f"{b_rps:,.0f}", f"{s_rps:,.0f}",
                              f"{b_rps / s_rps:.2f} x baseline" + (" (target >= 0.9)" if connections > 1 else "")))
+                rows.append((f"GET {fmt}, {connections} conn: CPU per request (user + sys)",
+                             f"{cpu['broker']:.1f} us", f"{cpu['baseline']:.1f} us", ""))
                 rows.append((f"GET {fmt}, {connections} conn: p50 / p99 latency",
                              f"{b50:.3f} / {b99:.3f} ms", f"{s50:.3f} / {s99:.3f} ms",
                              f"p99 {b99 - s99:+.3f} ms vs baseline (target <= +0.5)"))
