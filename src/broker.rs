@@ -339,14 +339,15 @@ impl Broker {
             let Ok(_permit) = self.background.acquire().await else {
                 return;
             };
+            // The upstream calls' futures are large; boxed, they exist only while a call runs,
+            // and a task waiting for its next refresh stays small (it matters with many dbs).
             if due <= Instant::now() {
                 let pending = state.pending_hint.load(Ordering::Acquire);
-                let _ = self
-                    .fetch_shared(name, state, Instant::now(), false, pending)
-                    .await;
+                let _ =
+                    Box::pin(self.fetch_shared(name, state, Instant::now(), false, pending)).await;
             }
             if describe_due.is_some_and(|d| d <= Instant::now()) {
-                self.describe(name, state).await;
+                Box::pin(self.describe(name, state)).await;
                 next_describe = Instant::now() + self.rotation.describe_interval;
             }
         }
@@ -805,6 +806,18 @@ mod tests {
 
     fn default_harness() -> Harness {
         harness(Duration::from_mins(1), Duration::from_mins(1))
+    }
+
+    #[test]
+    fn a_waiting_background_task_is_small() {
+        let h = default_harness();
+        let name = DbName::parse("orders").unwrap();
+        let task = h.broker.keep_fresh(&name);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size < 512,
+            "a keep_fresh future takes {size} bytes per database"
+        );
     }
 
     async fn concurrently<F, Fut>(n: usize, f: F) -> Vec<Result<Served, BrokerError>>
