@@ -1,6 +1,6 @@
-//! The audit trail's output: one JSON line per credentials request, appended to a buffer that is
-//! written out when it fills, every flush interval, and at shutdown, so a request costs a short
-//! lock and no system call. The lines are built by `http::audit`; nothing here sees a secret.
+//! The audit trail's output: one JSON line per credentials request, serialized into a buffer
+//! that is written out when it fills, every flush interval, and at shutdown, so a request costs a
+//! short lock and no system call. The events are built by `http::audit`; none holds a secret.
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use serde::Serialize;
 use tracing::warn;
 
 use crate::config::AuditConfig;
@@ -46,10 +47,12 @@ impl AuditSink {
         })))
     }
 
-    /// Appends one line (`line` without its newline).
-    pub fn write_line(&self, line: &[u8]) {
+    /// Appends `event` as one JSON line, serialized straight into the buffer.
+    pub fn write_event(&self, event: &impl Serialize) {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        let written = out.write_all(line).and_then(|()| out.write_all(b"\n"));
+        let written = serde_json::to_writer(&mut *out, event)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
         if let Err(err) = written {
             warn!(error = %err, "cannot write the audit trail");
         }
@@ -92,8 +95,8 @@ mod tests {
         let sink = AuditSink::open(&AuditConfig::File(path.clone()))
             .unwrap()
             .unwrap();
-        sink.write_line(br#"{"n":1}"#);
-        sink.write_line(br#"{"n":2}"#);
+        sink.write_event(&serde_json::json!({"n": 1}));
+        sink.write_event(&serde_json::json!({"n": 2}));
         sink.flush();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),

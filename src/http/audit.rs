@@ -102,9 +102,7 @@ impl Audit {
                 result,
                 version_id: version,
             };
-            let mut line = Vec::with_capacity(256);
-            serde_json::to_writer(&mut line, &event).expect("an event always serializes");
-            sink.write_line(&line);
+            sink.write_event(&event);
         }
     }
 }

@@ -187,6 +187,8 @@ fn respond(served: &Served, format: Format) -> Result<Response, ApiError> {
         .render(format, served.stale)
         .map_err(ApiError::FormatUnavailable)?;
     let mut response = Response::new(Body::from(rendered.body));
+    // Room for every header this response gets (and the front layer adds), so none regrows it.
+    *response.headers_mut() = HeaderMap::with_capacity(8);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(rendered.content_type),
