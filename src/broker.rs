@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::IntCounter;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::cache::CredentialCache;
 use crate::config::{CacheConfig, DatabaseConfig, RotationConfig, SecretRef, UpstreamConfig};
 use crate::credentials::{Credentials, DbName, Defaults, MalformedSecret};
-use crate::metrics::Metrics;
+use crate::metrics::{DbCounters, Metrics};
 use crate::source::{RdsApi, SecretMetadata, Source, SourceError, Stage, Topology};
 
 /// How many background fetches (warm-up and refresh-ahead) run at once across all databases.
@@ -102,31 +101,8 @@ struct DbState {
     topology: Mutex<Option<(Instant, Arc<Topology>)>>,
     /// `DescribeSecret` saw an `AWSPENDING` version: fetch it with the next fetch.
     pending_hint: AtomicBool,
-    /// This database's `cache_lookups_total` series, resolved once rather than per request.
-    lookups: Lookups,
-}
-
-/// The `cache_lookups_total` counters of one database.
-#[derive(Debug)]
-struct Lookups {
-    hit: IntCounter,
-    stale: IntCounter,
-    miss: IntCounter,
-}
-
-impl Lookups {
-    fn new(metrics: &Metrics, db: &DbName) -> Self {
-        let counter = |result| {
-            metrics
-                .cache_lookups
-                .with_label_values(&[db.as_str(), result])
-        };
-        Self {
-            hit: counter("hit"),
-            stale: counter("stale"),
-            miss: counter("miss"),
-        }
-    }
+    /// This database's event counters (lookups, stale serves, rotations, ...).
+    counters: Arc<DbCounters>,
 }
 
 /// Serves credentials for the configured databases.
@@ -182,12 +158,17 @@ impl Broker {
                     last_version: Mutex::new(None),
                     topology: Mutex::new(None),
                     pending_hint: AtomicBool::new(false),
-                    lookups: Lookups::new(&parts.metrics, &name),
+                    counters: Arc::default(),
                 };
-                parts.metrics.start_at_zero(&name);
                 (name, state)
             })
+            .collect::<HashMap<_, _>>();
+        let mut counters: Vec<_> = dbs
+            .iter()
+            .map(|(name, state)| (name.clone(), Arc::clone(&state.counters)))
             .collect();
+        counters.sort_by(|a, b| a.0.cmp(&b.0));
+        parts.metrics.register_db_counters(counters);
         Self {
             dbs,
             // Entries live past their TTL for `max_stale`, to be served while the source fails.
@@ -213,7 +194,7 @@ impl Broker {
         if let Some(credentials) = self.cache.get(name).await {
             let age = arrived.saturating_duration_since(credentials.fetched);
             if age < self.ttl {
-                state.lookups.hit.inc();
+                DbCounters::inc(&state.counters.hits);
                 return Ok(Served {
                     credentials,
                     stale: false,
@@ -221,8 +202,8 @@ impl Broker {
                 });
             }
             if age < self.ttl + self.max_stale {
-                state.lookups.stale.inc();
-                self.note_stale(name, state, age);
+                DbCounters::inc(&state.counters.stale_lookups);
+                Self::note_stale(name, state, age);
                 return Ok(Served {
                     credentials,
                     stale: true,
@@ -230,7 +211,7 @@ impl Broker {
                 });
             }
         }
-        state.lookups.miss.inc();
+        DbCounters::inc(&state.counters.misses);
         let credentials = self
             .fetch_shared(name, state, arrived, true, false)
             .await
@@ -238,10 +219,7 @@ impl Broker {
                 BrokerError::Source(source)
                     if source.is_outage() && state.ready.load(Ordering::Acquire) =>
                 {
-                    self.metrics
-                        .credentials_expired
-                        .with_label_values(&[name.as_str()])
-                        .inc();
+                    DbCounters::inc(&state.counters.expired);
                     BrokerError::Expired(source)
                 }
                 other => other,
@@ -364,11 +342,8 @@ impl Broker {
             .ok_or(BrokerError::UnknownDatabase)
     }
 
-    fn note_stale(&self, name: &DbName, state: &DbState, age: Duration) {
-        self.metrics
-            .stale_served
-            .with_label_values(&[name.as_str()])
-            .inc();
+    fn note_stale(name: &DbName, state: &DbState, age: Duration) {
+        DbCounters::inc(&state.counters.stale_served);
         if !state.serving_stale.swap(true, Ordering::AcqRel) {
             warn!(db = %name, age_seconds = age.as_secs(), "serving stale credentials: the secret source is failing");
         }
@@ -512,10 +487,7 @@ impl Broker {
             Ok(topology) => Arc::new(topology),
             Err(SourceError::Gone(id)) => {
                 warn!(db = %name, rds = %id, "the RDS database no longer exists");
-                self.metrics
-                    .database_deleted
-                    .with_label_values(&[name.as_str()])
-                    .inc();
+                DbCounters::inc(&state.counters.deleted);
                 *state
                     .topology
                     .lock()
@@ -616,7 +588,7 @@ impl Broker {
                 Err(e) => warn!(db = %name, error = %e, "reading the pending version failed"),
             }
         }
-        self.note_version(name, state, &credentials.version_id);
+        Self::note_version(name, state, &credentials.version_id);
         self.metrics
             .last_fetch
             .with_label_values(&[name.as_str()])
@@ -676,7 +648,7 @@ impl Broker {
 
     /// Remembers the version fetched for a database; a change is a rotation, counted and
     /// logged (version ids only).
-    fn note_version(&self, name: &DbName, state: &DbState, version_id: &str) {
+    fn note_version(name: &DbName, state: &DbState, version_id: &str) {
         let mut last = state
             .last_version
             .lock()
@@ -685,10 +657,7 @@ impl Broker {
             && previous != version_id
         {
             info!(db = %name, previous_version = previous, version_id, "credentials version changed");
-            self.metrics
-                .rotations
-                .with_label_values(&[name.as_str()])
-                .inc();
+            DbCounters::inc(&state.counters.rotations);
         }
         *last = Some(version_id.to_owned());
     }
@@ -939,14 +908,22 @@ mod tests {
             assert!(h.broker.get("orders").await.is_err());
         }
         assert_eq!(h.calls.load(Ordering::SeqCst), 1);
-        let delays: Vec<Duration> = (1..=6).map(|n| h.broker.backoff(n)).collect();
-        for pair in delays.windows(3) {
-            assert!(pair[2] > pair[0], "{delays:?}");
-        }
-        assert!(
-            delays.iter().all(|d| *d <= Duration::from_secs(2)),
-            "capped: {delays:?}"
+        // Equal jitter: failure n waits between half and all of initial x 2^(n-1), capped.
+        let (initial, max) = (
+            h.broker.upstream.backoff_initial,
+            h.broker.upstream.backoff_max,
         );
+        for n in 1..=8u32 {
+            let full = initial.saturating_mul(1 << (n - 1)).min(max);
+            for _ in 0..20 {
+                let delay = h.broker.backoff(n);
+                assert!(
+                    delay >= full / 2 && delay <= full,
+                    "failure {n}: {delay:?} of {full:?}"
+                );
+            }
+        }
+        assert!(initial.saturating_mul(1 << 7) > max, "the test reaches the cap");
     }
 
     #[tokio::test]

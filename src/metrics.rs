@@ -6,7 +6,12 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::credentials::DbName;
 
@@ -57,21 +62,16 @@ pub struct MetricSet {
     pub(crate) http_requests: IntCounterVec,
     pub(crate) http_duration: HistogramVec,
     pub(crate) http_in_flight: IntGauge,
-    pub(crate) cache_lookups: IntCounterVec,
     pub(crate) upstream_requests: IntCounterVec,
     pub(crate) upstream_duration: HistogramVec,
     pub(crate) last_fetch: GaugeVec,
-    pub(crate) stale_served: IntCounterVec,
     pub(crate) upstream_up: IntGauge,
     pub(crate) upstream_backoff: GaugeVec,
     pub(crate) upstream_failures: IntGaugeVec,
     pub(crate) secret_status: IntGaugeVec,
-    pub(crate) rotations: IntCounterVec,
     pub(crate) rotation_enabled: IntGaugeVec,
     pub(crate) last_rotated: GaugeVec,
     pub(crate) next_rotation: GaugeVec,
-    pub(crate) database_deleted: IntCounterVec,
-    pub(crate) credentials_expired: IntCounterVec,
     pub(crate) access: IntCounterVec,
 }
 
@@ -135,11 +135,6 @@ impl Metrics {
                 HTTP_REQUESTS_IN_FLIGHT,
                 "HTTP requests being answered right now, on both listeners.",
             ),
-            cache_lookups: b.counters(
-                CACHE_LOOKUPS_TOTAL,
-                "Credential cache lookups by database and result (hit, stale, miss).",
-                &["db", "result"],
-            ),
             upstream_requests: b.counters(
                 UPSTREAM_REQUESTS_TOTAL,
                 "Calls to the secret source, by operation and outcome.",
@@ -153,11 +148,6 @@ impl Metrics {
             last_fetch: b.gauges(
                 CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS,
                 "Unix time of the last successful fetch of a database's credentials.",
-                &["db"],
-            ),
-            stale_served: b.counters(
-                STALE_SERVED_TOTAL,
-                "Responses that served credentials past their TTL because the source failed.",
                 &["db"],
             ),
             upstream_up: b.int_gauge(
@@ -179,11 +169,6 @@ impl Metrics {
                 "1 for the current MasterUserSecret.SecretStatus of an RDS database (creating, active, rotating, impaired), 0 for the others.",
                 &["db", "status"],
             ),
-            rotations: b.counters(
-                CREDENTIAL_ROTATIONS_TOTAL,
-                "Version changes of a database's credentials observed by the broker.",
-                &["db"],
-            ),
             rotation_enabled: b.int_gauges(
                 SECRET_ROTATION_ENABLED,
                 "1 if Secrets Manager rotation is enabled for the database's secret (DescribeSecret).",
@@ -199,16 +184,6 @@ impl Metrics {
                 "Unix time of the secret's next scheduled rotation (DescribeSecret NextRotationDate).",
                 &["db"],
             ),
-            database_deleted: b.counters(
-                DATABASE_DELETED_TOTAL,
-                "Times the broker found a database's RDS instance or cluster deleted.",
-                &["db"],
-            ),
-            credentials_expired: b.counters(
-                CREDENTIALS_EXPIRED_TOTAL,
-                "Requests answered 503 credentials_expired: the source failed past max_stale.",
-                &["db"],
-            ),
             access: b.counters(
                 ACCESS_TOTAL,
                 "Credentials requests by client, database and result (the audit trail's counter).",
@@ -218,16 +193,11 @@ impl Metrics {
         }))
     }
 
-    /// Creates `db`'s event counters at 0, so that `increase()` sees their first event.
-    pub(crate) fn start_at_zero(&self, db: &DbName) {
-        for counter in [
-            &self.stale_served,
-            &self.rotations,
-            &self.database_deleted,
-            &self.credentials_expired,
-        ] {
-            counter.with_label_values(&[db.as_str()]);
-        }
+    /// Exports the per-database event counters of `dbs` (in this order) from their atomics.
+    pub(crate) fn register_db_counters(&self, dbs: Vec<(DbName, Arc<DbCounters>)>) {
+        self.registry
+            .register(Box::new(DbCountersCollector::new(dbs)))
+            .expect("metric names are unique");
     }
 
     /// The registry in Prometheus text exposition format.
@@ -244,6 +214,155 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Event counters of one database, as plain atomics: with a thousand databases, prometheus
+/// child series (each holding its own copy of the metric's descriptor) would cost about 5 KB per
+/// database; these cost 56 bytes and are turned into series only when `/metrics` is scraped.
+/// Every database's counters are exported from the start, at 0 until something happens, so
+/// that `increase()` sees the first event.
+#[derive(Debug, Default)]
+pub(crate) struct DbCounters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) stale_lookups: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) rotations: AtomicU64,
+    pub(crate) deleted: AtomicU64,
+    pub(crate) expired: AtomicU64,
+}
+
+impl DbCounters {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One series of every database, exported from [`DbCounters`].
+struct DbSeries {
+    name: &'static str,
+    help: &'static str,
+    /// A second label and its value, besides `db`.
+    extra: Option<(&'static str, &'static str)>,
+    counter: fn(&DbCounters) -> &AtomicU64,
+}
+
+const DB_COUNTER_SERIES: &[DbSeries] = &[
+    DbSeries {
+        name: CACHE_LOOKUPS_TOTAL,
+        help: LOOKUPS_HELP,
+        extra: Some(("result", "hit")),
+        counter: |c| &c.hits,
+    },
+    DbSeries {
+        name: CACHE_LOOKUPS_TOTAL,
+        help: LOOKUPS_HELP,
+        extra: Some(("result", "stale")),
+        counter: |c| &c.stale_lookups,
+    },
+    DbSeries {
+        name: CACHE_LOOKUPS_TOTAL,
+        help: LOOKUPS_HELP,
+        extra: Some(("result", "miss")),
+        counter: |c| &c.misses,
+    },
+    DbSeries {
+        name: STALE_SERVED_TOTAL,
+        help: "Responses that served credentials past their TTL because the source failed.",
+        extra: None,
+        counter: |c| &c.stale_served,
+    },
+    DbSeries {
+        name: CREDENTIAL_ROTATIONS_TOTAL,
+        help: "Version changes of a database's credentials observed by the broker.",
+        extra: None,
+        counter: |c| &c.rotations,
+    },
+    DbSeries {
+        name: DATABASE_DELETED_TOTAL,
+        help: "Times the broker found a database's RDS instance or cluster deleted.",
+        extra: None,
+        counter: |c| &c.deleted,
+    },
+    DbSeries {
+        name: CREDENTIALS_EXPIRED_TOTAL,
+        help: "Requests answered 503 credentials_expired: the source failed past max_stale.",
+        extra: None,
+        counter: |c| &c.expired,
+    },
+];
+
+const LOOKUPS_HELP: &str = "Credential cache lookups by database and result (hit, stale, miss).";
+
+#[derive(Debug)]
+struct DbCountersCollector {
+    descs: Vec<Desc>,
+    dbs: Vec<(DbName, Arc<DbCounters>)>,
+}
+
+impl DbCountersCollector {
+    fn new(dbs: Vec<(DbName, Arc<DbCounters>)>) -> Self {
+        let mut descs: Vec<Desc> = Vec::new();
+        for series in DB_COUNTER_SERIES {
+            if descs.iter().all(|d| d.fq_name != series.name) {
+                let mut labels = vec!["db".to_owned()];
+                labels.extend(series.extra.map(|(label, _)| label.to_owned()));
+                descs.push(
+                    Desc::new(
+                        series.name.to_owned(),
+                        series.help.to_owned(),
+                        labels,
+                        HashMap::new(),
+                    )
+                    .expect("valid metric"),
+                );
+            }
+        }
+        Self { descs, dbs }
+    }
+}
+
+impl Collector for DbCountersCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families: Vec<MetricFamily> = Vec::new();
+        for series in DB_COUNTER_SERIES {
+            let index = families
+                .iter()
+                .position(|f| f.name() == series.name)
+                .unwrap_or_else(|| {
+                    let mut family = MetricFamily::default();
+                    family.set_name(series.name.to_owned());
+                    family.set_help(series.help.to_owned());
+                    family.set_field_type(MetricType::COUNTER);
+                    families.push(family);
+                    families.len() - 1
+                });
+            let mut metrics = families[index].take_metric();
+            for (db, counters) in &self.dbs {
+                let mut labels = vec![label("db", db.as_str())];
+                labels.extend(series.extra.map(|(k, v)| label(k, v)));
+                let mut counter = proto::Counter::default();
+                #[allow(clippy::cast_precision_loss)] // exact below 2^53 events
+                counter.set_value((series.counter)(counters).load(Ordering::Relaxed) as f64);
+                let mut metric = proto::Metric::from_label(labels);
+                metric.set_counter(counter);
+                metrics.push(metric);
+            }
+            families[index].set_metric(metrics);
+        }
+        families
+    }
+}
+
+fn label(name: &str, value: &str) -> proto::LabelPair {
+    let mut pair = proto::LabelPair::default();
+    pair.set_name(name.to_owned());
+    pair.set_value(value.to_owned());
+    pair
 }
 
 #[cfg(test)]
@@ -263,36 +382,33 @@ mod tests {
     }
 
     #[test]
-    fn recorded_values_show_up_in_the_text_format() {
+    fn database_counters_are_exported_from_zero_and_count() {
         let metrics = Metrics::new();
-        metrics
-            .cache_lookups
-            .with_label_values(&["orders", "hit"])
-            .inc_by(3);
-        let text = metrics.render();
-        assert!(
-            text.contains(&format!(
-                "{CACHE_LOOKUPS_TOTAL}{{db=\"orders\",result=\"hit\"}} 3"
-            )),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn event_counters_of_a_database_start_at_zero() {
-        let metrics = Metrics::new();
-        metrics.start_at_zero(&DbName::parse("orders").unwrap());
-        let text = metrics.render();
-        for name in [
-            STALE_SERVED_TOTAL,
-            CREDENTIAL_ROTATIONS_TOTAL,
-            DATABASE_DELETED_TOTAL,
-            CREDENTIALS_EXPIRED_TOTAL,
-        ] {
-            assert!(
-                text.contains(&format!("{name}{{db=\"orders\"}} 0")),
-                "{name}"
-            );
+        let orders = Arc::new(DbCounters::default());
+        metrics.register_db_counters(vec![
+            (DbName::parse("orders").unwrap(), Arc::clone(&orders)),
+            (DbName::parse("billing").unwrap(), Arc::default()),
+        ]);
+        for _ in 0..3 {
+            DbCounters::inc(&orders.hits);
         }
+        DbCounters::inc(&orders.expired);
+        let text = metrics.render();
+        for series in [
+            format!("{CACHE_LOOKUPS_TOTAL}{{db=\"orders\",result=\"hit\"}} 3"),
+            format!("{CACHE_LOOKUPS_TOTAL}{{db=\"billing\",result=\"miss\"}} 0"),
+            format!("{CREDENTIALS_EXPIRED_TOTAL}{{db=\"orders\"}} 1"),
+            format!("{STALE_SERVED_TOTAL}{{db=\"billing\"}} 0"),
+            format!("{CREDENTIAL_ROTATIONS_TOTAL}{{db=\"orders\"}} 0"),
+            format!("{DATABASE_DELETED_TOTAL}{{db=\"orders\"}} 0"),
+            format!("# TYPE {CACHE_LOOKUPS_TOTAL} counter"),
+        ] {
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        assert_eq!(
+            text.matches(&format!("# HELP {CACHE_LOOKUPS_TOTAL} "))
+                .count(),
+            1
+        );
     }
 }
