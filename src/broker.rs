@@ -923,7 +923,10 @@ mod tests {
                 );
             }
         }
-        assert!(initial.saturating_mul(1 << 7) > max, "the test reaches the cap");
+        assert!(
+            initial.saturating_mul(1 << 7) > max,
+            "the test reaches the cap"
+        );
     }
 
     #[tokio::test]
