@@ -740,13 +740,7 @@ mod tests {
                 (DbName::parse("orders").unwrap(), db("orders-secret")),
                 (DbName::parse("gone").unwrap(), db("missing")),
             ],
-            &CacheConfig {
-                ttl,
-                capacity: 10,
-                warm: false,
-                max_stale,
-                topology_ttl: Duration::from_mins(1),
-            },
+            &CacheConfig::for_tests(ttl, max_stale),
             Parts {
                 source: Box::new(FakeSource {
                     calls: Arc::clone(&calls),
@@ -980,13 +974,7 @@ mod tests {
                     engine: None,
                 },
             )],
-            &CacheConfig {
-                ttl: Duration::from_mins(1),
-                capacity: 10,
-                warm: false,
-                max_stale: Duration::from_mins(1),
-                topology_ttl: Duration::from_mins(1),
-            },
+            &CacheConfig::for_tests(Duration::from_mins(1), Duration::from_mins(1)),
             Parts {
                 source: Box::new(FakeSource {
                     calls: Arc::clone(&h.calls),

@@ -174,6 +174,20 @@ pub struct CacheConfig {
     pub topology_ttl: Duration,
 }
 
+#[cfg(test)]
+impl CacheConfig {
+    /// A cold cache for unit tests: `ttl` and `max_stale` as given, room for 10 databases.
+    pub(crate) fn for_tests(ttl: Duration, max_stale: Duration) -> Self {
+        Self {
+            ttl,
+            capacity: 10,
+            warm: false,
+            max_stale,
+            topology_ttl: Duration::from_mins(1),
+        }
+    }
+}
+
 /// Rotation awareness.
 #[derive(Debug, Clone, Copy)]
 pub struct RotationConfig {

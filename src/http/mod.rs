@@ -292,13 +292,7 @@ mod tests {
                 (DbName::parse("broken").unwrap(), db("broken")),
                 (DbName::parse("slow").unwrap(), db("slow")),
             ],
-            &CacheConfig {
-                ttl: Duration::from_mins(1),
-                capacity: 10,
-                warm: false,
-                max_stale: Duration::from_mins(1),
-                topology_ttl: Duration::from_mins(1),
-            },
+            &CacheConfig::for_tests(Duration::from_mins(1), Duration::from_mins(1)),
             crate::broker::Parts {
                 source: Box::new(FixedSource),
                 rds: None,

@@ -590,21 +590,23 @@ level = "trace"
     }
 
     pub async fn get(&self, db: &str) -> reqwest::Response {
-        self.send(
-            self.http
-                .get(self.url(&format!("/credentials/{db}")))
-                .bearer_auth(TOKEN),
-        )
-        .await
+        self.get_as(db, TOKEN).await
     }
 
     pub async fn refresh(&self, db: &str) -> reqwest::Response {
-        self.send(
-            self.http
-                .post(self.url(&format!("/credentials/{db}/refresh")))
-                .bearer_auth(TOKEN),
-        )
-        .await
+        self.refresh_as(db, TOKEN).await
+    }
+
+    /// `GET /credentials/{db}` with `token`.
+    pub async fn get_as(&self, db: &str, token: &str) -> reqwest::Response {
+        let url = self.url(&format!("/credentials/{db}"));
+        self.send(self.http.get(url).bearer_auth(token)).await
+    }
+
+    /// `POST /credentials/{db}/refresh` with `token`.
+    pub async fn refresh_as(&self, db: &str, token: &str) -> reqwest::Response {
+        let url = self.url(&format!("/credentials/{db}/refresh"));
+        self.send(self.http.post(url).bearer_auth(token)).await
     }
 
     /// A GET on the admin listener.

@@ -10,9 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    BrokerOptions, TestBroker, Upstream, json_body, metric, new_password, passwords,
-};
+use crate::helpers::{BrokerOptions, Upstream, json_body, metric, new_password, passwords};
 
 const TOKEN_A: &str = "token-of-client-a-7d1e0c";
 const TOKEN_B: &str = "token-of-client-b-91aa2f";
@@ -40,28 +38,6 @@ fn clients_toml(dir: &Path, extra_for_b: &str) -> String {
     )
 }
 
-async fn get_with(broker: &TestBroker, db: &str, token: &str) -> reqwest::Response {
-    broker
-        .send(
-            broker
-                .http
-                .get(broker.url(&format!("/credentials/{db}")))
-                .bearer_auth(token),
-        )
-        .await
-}
-
-async fn refresh_with(broker: &TestBroker, db: &str, token: &str) -> reqwest::Response {
-    broker
-        .send(
-            broker
-                .http
-                .post(broker.url(&format!("/credentials/{db}/refresh")))
-                .bearer_auth(token),
-        )
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_token_opens_only_its_own_databases() {
     let upstream = upstream_with_a_and_b().await;
@@ -76,24 +52,24 @@ async fn a_client_token_opens_only_its_own_databases() {
     .spawn()
     .await;
 
-    let own = get_with(&broker, "a", TOKEN_A).await;
+    let own = broker.get_as("a", TOKEN_A).await;
     assert_eq!(own.status(), 200);
     assert_eq!(json_body(own).await["username"], "a");
     let calls = upstream.proxy.count("GetSecretValue");
     for db in ["b", "no-such-db"] {
-        let other = get_with(&broker, db, TOKEN_A).await;
+        let other = broker.get_as(db, TOKEN_A).await;
         assert_eq!(other.status(), 403, "{db}");
         assert_eq!(json_body(other).await["error"]["code"], "forbidden");
     }
-    let refresh = refresh_with(&broker, "b", TOKEN_A).await;
+    let refresh = broker.refresh_as("b", TOKEN_A).await;
     assert_eq!(refresh.status(), 403);
     assert_eq!(
         upstream.proxy.count("GetSecretValue"),
         calls,
         "a forbidden request makes no upstream call"
     );
-    assert_eq!(get_with(&broker, "b", TOKEN_B).await.status(), 200);
-    let unknown = get_with(&broker, "a", "token-nobody-has-0000000").await;
+    assert_eq!(broker.get_as("b", TOKEN_B).await.status(), 200);
+    let unknown = broker.get_as("a", "token-nobody-has-0000000").await;
     assert_eq!(unknown.status(), 401);
     assert_eq!(
         broker.get("b").await.status(),
@@ -134,12 +110,13 @@ async fn audit_events_name_client_db_action_result_and_version_but_no_password()
     .spawn()
     .await;
     broker.wait_ready(Duration::from_secs(10)).await;
-    let served = json_body(get_with(&broker, "a", TOKEN_A).await).await;
-    assert_eq!(get_with(&broker, "b", TOKEN_A).await.status(), 403);
-    let refreshed = refresh_with(&broker, "a", TOKEN_A).await;
+    let served = json_body(broker.get_as("a", TOKEN_A).await).await;
+    assert_eq!(broker.get_as("b", TOKEN_A).await.status(), 403);
+    let refreshed = broker.refresh_as("a", TOKEN_A).await;
     assert_eq!(refreshed.status(), 200);
     assert_eq!(
-        get_with(&broker, "a", "wrong-token-000000000000")
+        broker
+            .get_as("a", "wrong-token-000000000000")
             .await
             .status(),
         401
@@ -221,7 +198,7 @@ async fn a_rewritten_token_file_takes_effect_and_the_old_token_is_refused() {
     }
     .spawn()
     .await;
-    assert_eq!(get_with(&broker, "a", TOKEN_A).await.status(), 200);
+    assert_eq!(broker.get_as("a", TOKEN_A).await.status(), 200);
 
     let rotated = "rotated-token-of-client-a-33";
     let temporary = dir.path().join("a.token.new");
@@ -229,7 +206,7 @@ async fn a_rewritten_token_file_takes_effect_and_the_old_token_is_refused() {
     std::fs::rename(&temporary, dir.path().join("a.token")).unwrap();
     let rotated_at = Instant::now();
     loop {
-        if get_with(&broker, "a", rotated).await.status() == 200 {
+        if broker.get_as("a", rotated).await.status() == 200 {
             break;
         }
         assert!(
@@ -243,7 +220,7 @@ async fn a_rewritten_token_file_takes_effect_and_the_old_token_is_refused() {
         "FIGURE token rotation took effect after {} ms (reload_interval 200 ms)",
         took.as_millis()
     );
-    assert_eq!(get_with(&broker, "a", TOKEN_A).await.status(), 401);
+    assert_eq!(broker.get_as("a", TOKEN_A).await.status(), 401);
     assert!(broker.log_text().contains("token changed"));
     assert!(!broker.log_text().contains(rotated) && !broker.log_text().contains(TOKEN_A));
 }
@@ -426,7 +403,7 @@ async fn every_response_says_nosniff_and_no_store_and_core_dumps_are_off() {
     let responses = [
         broker.get("a").await,
         broker.get("nope").await,
-        get_with(&broker, "a", "wrong-token-000000000000").await,
+        broker.get_as("a", "wrong-token-000000000000").await,
         broker.admin_get("/metrics").await,
         broker.admin_get("/readyz").await,
     ];
