@@ -27,6 +27,13 @@ async fn upstream_with_a_and_b() -> Upstream {
     upstream
 }
 
+/// Broker options with databases `a` and `b` backed by the secrets of the same names.
+fn a_and_b(upstream: &Upstream) -> BrokerOptions {
+    BrokerOptions::new(upstream.proxy.endpoint())
+        .database("a", "a", "")
+        .database("b", "b", "")
+}
+
 /// Writes client token files into `dir` and returns the `[clients]` tables naming them.
 fn clients_toml(dir: &Path, extra_for_b: &str) -> String {
     std::fs::write(dir.join("a.token"), TOKEN_A).unwrap();
@@ -103,9 +110,7 @@ async fn audit_events_name_client_db_action_result_and_version_but_no_password()
             clients_toml(dir.path(), ""),
             audit_path.display().to_string()
         ),
-        ..BrokerOptions::new(upstream.proxy.endpoint())
-            .database("a", "a", "")
-            .database("b", "b", "")
+        ..a_and_b(&upstream)
     }
     .spawn()
     .await;
@@ -192,9 +197,7 @@ async fn a_rewritten_token_file_takes_effect_and_the_old_token_is_refused() {
     let broker = BrokerOptions {
         auth_toml: "reload_interval = \"200ms\"".into(),
         extra_toml: clients_toml(dir.path(), ""),
-        ..BrokerOptions::new(upstream.proxy.endpoint())
-            .database("a", "a", "")
-            .database("b", "b", "")
+        ..a_and_b(&upstream)
     }
     .spawn()
     .await;
@@ -297,9 +300,7 @@ async fn the_unix_socket_has_its_mode_and_group_identifies_peers_by_uid_and_is_r
             socket.display().to_string()
         ),
         extra_toml: clients_toml(dir.path(), "unix_uids = [65534]"),
-        ..BrokerOptions::new(upstream.proxy.endpoint())
-            .database("a", "a", "")
-            .database("b", "b", "")
+        ..a_and_b(&upstream)
     }
     .spawn()
     .await;
