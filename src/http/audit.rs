@@ -4,13 +4,10 @@
 
 use std::sync::Arc;
 
-use std::time::SystemTime;
-
 use prometheus::IntCounterVec;
-use serde::Serialize;
 
 use super::error::ApiError;
-use crate::audit::AuditSink;
+use crate::audit::{AuditSink, Event};
 use crate::broker::Broker;
 use crate::clients::Client;
 use crate::credentials::DbName;
@@ -40,23 +37,6 @@ impl Action {
 pub(crate) enum Outcome<'a> {
     Served(&'a str),
     NotModified(&'a str),
-}
-
-/// One line of the audit trail.
-#[derive(Serialize)]
-struct Event<'a> {
-    #[serde(serialize_with = "rfc3339")]
-    timestamp: SystemTime,
-    target: &'static str,
-    client: &'a str,
-    db: &'a str,
-    action: &'static str,
-    result: &'a str,
-    version_id: &'a str,
-}
-
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
 }
 
 /// Records accesses; events are written only when there is a sink, the counter always counts.
@@ -93,16 +73,13 @@ impl Audit {
             } else {
                 "(invalid)"
             };
-            let event = Event {
-                timestamp: SystemTime::now(),
-                target: "audit",
+            sink.write(&Event {
                 client,
                 db,
                 action: action.as_str(),
                 result,
                 version_id: version,
-            };
-            sink.write_event(&event);
+            });
         }
     }
 }
