@@ -42,7 +42,7 @@ pub struct App {
     api: Option<TcpListener>,
     unix: Option<BoundSocket>,
     admin: TcpListener,
-    api_router: Router,
+    api_service: http::Front,
     admin_router: Router,
     limits: Limits,
     grace: Duration,
@@ -124,7 +124,7 @@ impl App {
             .transpose()?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
         Ok(Self {
-            api_router: http::api_router(
+            api_service: http::api_service(
                 Arc::clone(&broker),
                 clients.clone(),
                 audit.clone(),
@@ -175,13 +175,13 @@ impl App {
         if let Some(api) = self.api {
             servers.spawn(serve(
                 api,
-                self.api_router.clone(),
+                self.api_service.clone(),
                 self.limits,
                 stop_rx.clone(),
             ));
         }
         if let Some(unix) = self.unix {
-            let router = self.api_router.clone();
+            let router = self.api_service.clone();
             let limits = self.limits;
             let stop = stop_rx.clone();
             servers.spawn(async move {
@@ -294,12 +294,16 @@ impl Accept for &UnixListener {
 /// `limits.max_connections` at a time (further ones wait in the kernel's backlog), then closes the
 /// listener and waits for the open connections to finish their requests. Requests on a Unix
 /// socket carry their peer's uid as a [`PeerUid`] extension.
-async fn serve<L: Accept>(
-    listener: L,
-    router: Router,
-    limits: Limits,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn serve<L, S>(listener: L, service: S, limits: Limits, mut stop: watch::Receiver<bool>)
+where
+    L: Accept,
+    S: tower::Service<hyper::Request<hyper::body::Incoming>, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+{
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -328,7 +332,7 @@ async fn serve<L: Accept>(
         let task = match peer {
             None => {
                 let connection = graceful
-                    .watch(http.serve_connection(io, TowerToHyperService::new(router.clone())));
+                    .watch(http.serve_connection(io, TowerToHyperService::new(service.clone())));
                 tokio::spawn(async move {
                     if let Err(err) = connection.await {
                         debug!(error = %err, "connection ended with an error");
@@ -336,7 +340,7 @@ async fn serve<L: Accept>(
                 })
             }
             Some(peer) => {
-                let service = router.clone().map_request(
+                let service = service.clone().map_request(
                     move |mut request: hyper::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(peer);
                         request

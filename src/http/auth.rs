@@ -7,13 +7,12 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
-use super::ApiState;
-use super::audit::Action;
 use super::error::ApiError;
+use super::{ApiState, route};
 use crate::clients::{Client, Clients};
 use crate::config::Limits;
 
-/// The client a request was attributed to, as a request extension.
+/// The client a request was attributed to, as a request extension for the router's handlers.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller(pub(crate) Arc<Client>);
 
@@ -21,29 +20,23 @@ pub(crate) struct Caller(pub(crate) Arc<Client>);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerUid(pub u32);
 
-/// Rejects oversized or proxied requests, then identifies the caller (as a [`Caller`]
-/// extension) or answers 401.
-pub(crate) fn admit(state: &ApiState, mut request: Request) -> Result<Request, ApiError> {
+/// Rejects oversized or proxied requests, then identifies the caller or answers 401.
+pub(crate) fn admit(state: &ApiState, request: &Request) -> Result<Arc<Client>, ApiError> {
     check_limits(&state.limits, request.headers())?;
     if request.headers().contains_key("x-forwarded-for") {
         return Err(ApiError::ForwardedRequest);
     }
-    let client = match &state.clients {
-        None => Arc::clone(&state.anonymous),
-        Some(clients) => {
-            let Some(client) = identify(clients, &request) else {
-                if let Some((db, action)) = target(request.uri().path()) {
-                    state
-                        .audit
-                        .record(None, db, action, Err(&ApiError::Unauthorized));
-                }
-                return Err(ApiError::Unauthorized);
-            };
-            client
-        }
+    let Some(clients) = &state.clients else {
+        return Ok(Arc::clone(&state.anonymous));
     };
-    request.extensions_mut().insert(Caller(client));
-    Ok(request)
+    identify(clients, request).ok_or_else(|| {
+        if let Some((db, action)) = route::target(request.uri().path()) {
+            state
+                .audit
+                .record(None, db, action, Err(&ApiError::Unauthorized));
+        }
+        ApiError::Unauthorized
+    })
 }
 
 /// The client behind a bearer token, or else behind the Unix socket peer's uid. A token that is
@@ -81,34 +74,4 @@ fn check_limits(limits: &Limits, headers: &HeaderMap) -> Result<(), ApiError> {
         return Err(ApiError::PayloadTooLarge);
     }
     Ok(())
-}
-
-/// The database (still percent-encoded) and action a credentials path names, for the audit
-/// trail of requests refused before routing.
-fn target(path: &str) -> Option<(&str, Action)> {
-    let rest = path.strip_prefix("/credentials/")?;
-    match rest.split_once('/') {
-        None => Some((rest, Action::Read)),
-        Some((db, "refresh")) => Some((db, Action::Refresh)),
-        Some(_) => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_paths_name_their_database_and_action() {
-        assert!(matches!(
-            target("/credentials/orders"),
-            Some(("orders", Action::Read))
-        ));
-        assert!(matches!(
-            target("/credentials/orders/refresh"),
-            Some(("orders", Action::Refresh))
-        ));
-        assert!(target("/credentials/orders/other").is_none());
-        assert!(target("/metrics").is_none());
-    }
 }

@@ -7,14 +7,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Extension, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::ApiState;
 use super::audit::{Action, Outcome};
 use super::auth::Caller;
 use super::error::ApiError;
+use super::{ApiState, route};
 use crate::broker::Served;
 use crate::clients::Client;
 use crate::credentials::{DbName, Format};
@@ -56,21 +56,61 @@ pub(crate) async fn get(
     let db = database(db).inspect_err(|e| {
         state.audit.record(Some(&client), "", Action::Read, Err(e));
     })?;
+    let format = match &query {
+        Ok(Query(query)) => Ok(query.format.as_deref()),
+        Err(_) => Err(ApiError::BadRequest),
+    };
+    read(&state, &client, &db, format, &headers).await
+}
+
+/// The database and format of a plain credentials read, `GET /credentials/{db}` with a valid
+/// name as it stands (nothing percent-encoded) and no query or just `format=<letters>`: the
+/// requests the front layer answers through [`read`] without the router. Any other request
+/// goes through the router to [`get`], which gives the same answer for these.
+pub(crate) fn plain_read<'a>(method: &Method, uri: &'a Uri) -> Option<(&'a str, Option<&'a str>)> {
+    if method != Method::GET {
+        return None;
+    }
+    let (db, Action::Read) = route::target(uri.path())? else {
+        return None;
+    };
+    DbName::check(db).ok()?;
+    let format = match uri.query() {
+        None => None,
+        Some(query) => {
+            let name = query.strip_prefix("format=")?;
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return None;
+            }
+            Some(name)
+        }
+    };
+    Some((db, format))
+}
+
+/// Answers a read of `db` (a valid name) by `client` in `format` (`None`: JSON), a 304 when
+/// `If-None-Match` in `headers` names the served version, and records it in the audit trail.
+pub(crate) async fn read(
+    state: &ApiState,
+    client: &Client,
+    db: &str,
+    format: Result<Option<&str>, ApiError>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let result = async {
-        if !client.scope.allows(&db) {
+        if !client.scope.allows(db) {
             return Err(ApiError::Forbidden);
         }
-        let Query(query) = query.map_err(|_| ApiError::BadRequest)?;
-        let format = match query.format.as_deref() {
+        let format = match format? {
             None => Format::Json,
             Some(name) => name.parse().map_err(|()| ApiError::InvalidFormat)?,
         };
         let served = state
             .broker
-            .get(&db)
+            .get(db)
             .await
-            .map_err(|e| ApiError::from_broker(&db, e))?;
-        if matches_etag(&headers, &served.credentials.version_id) {
+            .map_err(|e| ApiError::from_broker(db, e))?;
+        if matches_etag(headers, &served.credentials.version_id) {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             add_headers(&mut response, &served);
             return Ok((response, served, true));
@@ -78,7 +118,7 @@ pub(crate) async fn get(
         Ok((respond(&served, format)?, served, false))
     }
     .await;
-    audited(&state, &client, &db, Action::Read, result)
+    audited(state, client, db, Action::Read, result)
 }
 
 pub(crate) async fn refresh(

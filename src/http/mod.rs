@@ -2,15 +2,15 @@
 //! admin listener (health, readiness, metrics). Handlers only; the work happens in the broker.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::audit::AuditSink;
@@ -24,9 +24,13 @@ mod audit;
 mod auth;
 mod credentials;
 mod error;
+mod front;
+mod route;
 
 pub use auth::PeerUid;
 pub use error::ApiError;
+pub use front::Front;
+use route::{CREDENTIALS_ROUTE, REFRESH_ROUTE};
 
 /// What the credentials API's front layer and handlers share.
 #[derive(Debug)]
@@ -37,15 +41,12 @@ pub(crate) struct ApiState {
     /// The caller of every request when authentication is disabled.
     anonymous: Arc<Client>,
     limits: Limits,
-    /// One permit per request in progress, up to `limits.max_concurrent_requests`.
-    permits: Semaphore,
+    /// Requests in progress, at most `limits.max_concurrent_requests`.
+    in_progress: AtomicUsize,
     audit: audit::Audit,
     metrics: Metrics,
     hot: HotSeries,
 }
-
-/// The route template of credential reads, the API's most frequent request.
-const CREDENTIALS_ROUTE: &str = "/credentials/{db}";
 
 /// The metric series of a `200` to `GET /credentials/{db}`, resolved once instead of looked up
 /// by label values on every request.
@@ -70,18 +71,17 @@ impl HotSeries {
     }
 }
 
-/// The credentials API. `clients` is `None` only when auth is disabled in the configuration;
-/// audit events go to `audit` when there is one (the access counter always counts).
-///
-/// One layer stands in front of the handlers (see [`front`]); the handlers check the caller's
-/// scope once the database name is parsed.
-pub fn api_router(
+/// The credentials API: its router behind [`Front`]. `clients` is `None` only when auth is
+/// disabled in the configuration; audit events go to `audit` when there is one (the access
+/// counter always counts). The handlers check the caller's scope once the database name is
+/// parsed.
+pub fn api_service(
     broker: Arc<Broker>,
     clients: Option<Arc<Clients>>,
     audit: Option<Arc<AuditSink>>,
     metrics: Metrics,
     limits: Limits,
-) -> Router {
+) -> Front {
     let state = Arc::new(ApiState {
         audit: audit::Audit {
             sink: audit,
@@ -92,47 +92,17 @@ pub fn api_router(
         clients,
         anonymous: Client::anonymous(),
         limits,
-        permits: Semaphore::new(limits.max_concurrent_requests),
+        in_progress: AtomicUsize::new(0),
         hot: HotSeries::new(&metrics),
         metrics,
     });
-    Router::new()
+    let router = Router::new()
         .route(CREDENTIALS_ROUTE, get(credentials::get))
-        .route("/credentials/{db}/refresh", post(credentials::refresh))
+        .route(REFRESH_ROUTE, post(credentials::refresh))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), front))
-        .with_state(state)
-}
-
-/// Everything in front of the credentials handlers, in order, as one layer (one future per
-/// request rather than one per concern): metrics, the request log and the security headers;
-/// the overload cap (past `max_concurrent_requests` in progress, 503 `overloaded` at once,
-/// never a queue); the guard (limits, `X-Forwarded-For`, the caller's identity); and the
-/// request timeout (504 `request_timeout`).
-async fn front(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let in_flight = InFlight::enter(&state.metrics.http_in_flight);
-    let response = match state.permits.try_acquire() {
-        Err(_) => ApiError::Overloaded.into_response(),
-        Ok(_permit) => match auth::admit(&state, request) {
-            Err(err) => err.into_response(),
-            Ok(request) => tokio::time::timeout(state.limits.request_timeout, next.run(request))
-                .await
-                .unwrap_or_else(|_| ApiError::RequestTimeout.into_response()),
-        },
-    };
-    drop(in_flight);
-    finish(
-        &state.metrics,
-        Some(&state.hot),
-        matched.as_ref(),
-        &method,
-        started,
-        response,
-    )
+        .with_state(Arc::clone(&state));
+    Front::new(state, router)
 }
 
 /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
@@ -155,7 +125,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// Counts and times every admin request by route template, like [`front`] does for the API.
+/// Counts and times every admin request by route template, like [`Front`] does for the API.
 async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let matched = request.extensions().get::<MatchedPath>().cloned();
@@ -163,7 +133,8 @@ async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> 
     let in_flight = InFlight::enter(&metrics.http_in_flight);
     let response = next.run(request).await;
     drop(in_flight);
-    finish(&metrics, None, matched.as_ref(), &method, started, response)
+    let route = matched.as_ref().map(MatchedPath::as_str);
+    finish(&metrics, None, route, &method, started, response)
 }
 
 /// Adds the security headers every response carries, counts and times the request by route
@@ -171,7 +142,7 @@ async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> 
 fn finish(
     metrics: &Metrics,
     hot: Option<&HotSeries>,
-    matched: Option<&MatchedPath>,
+    route: Option<&str>,
     method: &Method,
     started: Instant,
     mut response: Response,
@@ -182,7 +153,7 @@ fn finish(
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let route = matched.map_or("unmatched", MatchedPath::as_str);
+    let route = route.unwrap_or("unmatched");
     let elapsed: Duration = started.elapsed();
     let status = response.status();
     match hot {
@@ -277,7 +248,7 @@ mod tests {
         }
     }
 
-    fn app() -> (Router, Router) {
+    fn app() -> (Front, Router) {
         let db = |id: &str| DatabaseConfig {
             secret: crate::config::SecretRef::SecretId(id.into()),
             host: None,
@@ -302,7 +273,7 @@ mod tests {
             },
         ));
         (
-            api_router(
+            api_service(
                 Arc::clone(&broker),
                 Some(Arc::new(Clients::new(
                     vec![
@@ -341,12 +312,15 @@ mod tests {
         )
     }
 
-    async fn call(
-        router: &Router,
+    async fn call<S>(
+        router: &S,
         method: Method,
         uri: &str,
         headers: &[(&str, &str)],
-    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value)
+    where
+        S: tower::Service<Request, Response = Response, Error = std::convert::Infallible> + Clone,
+    {
         let mut request = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -553,5 +527,107 @@ mod tests {
             !text.contains("/credentials/orders"),
             "raw paths never become labels"
         );
+    }
+
+    #[tokio::test]
+    async fn plain_reads_and_routed_reads_give_the_same_answers() {
+        let (api, admin) = app();
+        let orders = ("authorization", "Bearer unit-test-orders-token-0123");
+        // Each pair: a request the front layer answers itself, and the same request spelt so
+        // that it goes through the router (percent-encoded name or format).
+        let pairs = [
+            ("/credentials/orders", "/credentials/%6Frders", vec![AUTH]),
+            (
+                "/credentials/orders?format=uri",
+                "/credentials/orders?format=%75ri",
+                vec![AUTH],
+            ),
+            (
+                "/credentials/orders?format=nope",
+                "/credentials/orders?format=no%70e",
+                vec![AUTH],
+            ),
+            ("/credentials/nope", "/credentials/%6Eope", vec![AUTH]),
+            ("/credentials/broken", "/credentials/%62roken", vec![orders]),
+            (
+                "/credentials/orders",
+                "/credentials/%6Frders",
+                vec![AUTH, ("if-none-match", "\"v-1\"")],
+            ),
+        ];
+        for (plain, routed, headers) in pairs {
+            assert!(
+                credentials::plain_read(&Method::GET, &plain.parse().unwrap()).is_some(),
+                "{plain}"
+            );
+            assert!(
+                credentials::plain_read(&Method::GET, &routed.parse().unwrap()).is_none(),
+                "{routed}"
+            );
+            let (status, mut plain_headers, plain_body) =
+                call(&api, Method::GET, plain, &headers).await;
+            let (routed_status, mut routed_headers, routed_body) =
+                call(&api, Method::GET, routed, &headers).await;
+            assert_eq!(status, routed_status, "{plain} vs {routed}");
+            assert_eq!(plain_body, routed_body, "{plain} vs {routed}");
+            // The router sets Content-Length itself; hyper sets it from the body otherwise.
+            for headers in [&mut plain_headers, &mut routed_headers] {
+                headers.remove(header::AGE);
+                headers.remove(header::CONTENT_LENGTH);
+            }
+            assert_eq!(plain_headers, routed_headers, "{plain} vs {routed}");
+        }
+        let text = metrics_text(&admin).await;
+        for series in [
+            r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="200"} 2"#,
+            r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="304"} 2"#,
+            r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="404"} 2"#,
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn route_templates_are_the_ones_the_router_matches() {
+        let router: Router = Router::new()
+            .route(CREDENTIALS_ROUTE, get(|| async {}))
+            .route(REFRESH_ROUTE, post(|| async {}))
+            .route_layer(axum::middleware::from_fn(
+                |request: Request, next: axum::middleware::Next| async move {
+                    let matched = request.extensions().get::<MatchedPath>().cloned();
+                    let mut response = next.run(request).await;
+                    response.extensions_mut().insert(matched);
+                    response
+                },
+            ));
+        for path in [
+            "/credentials/orders",
+            "/credentials/a%2Fb",
+            "/credentials/orders/refresh",
+            "/credentials/orders/",
+            "/credentials/orders/other",
+            "/credentials/",
+            "/credentials//refresh",
+            "/credentials",
+            "//credentials/orders",
+            "/credentials/orders/refresh/",
+            "/metrics",
+        ] {
+            let response = router
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let matched = response
+                .extensions()
+                .get::<Option<MatchedPath>>()
+                .cloned()
+                .flatten();
+            assert_eq!(
+                route::template(path),
+                matched.as_ref().map(MatchedPath::as_str),
+                "{path}"
+            );
+        }
     }
 }

@@ -1,0 +1,218 @@
+//! The front of the credentials API, a tower service with its own future around the router:
+//! the overload cap, the guard (limits, `X-Forwarded-For`, the caller's identity), the request
+//! timeout, metrics and the security headers; and plain reads answered without the router.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower::Service;
+
+use super::auth::Caller;
+use super::{ApiState, credentials, finish, route};
+use crate::http::ApiError;
+
+/// Everything in front of the credentials API's handlers, in order: metrics, the request log
+/// and the security headers (on the way out); the overload cap (past `max_concurrent_requests`
+/// in progress, 503 `overloaded` at once, never a queue); the guard; and the request timeout
+/// (504 `request_timeout`), whose timer is only armed once the answer has to wait.
+///
+/// A plain read (see [`credentials::plain_read`]), nearly every request in practice, goes
+/// straight to [`credentials::read`]; every other request goes through the router.
+#[derive(Debug, Clone)]
+pub struct Front {
+    state: Arc<ApiState>,
+    router: Router,
+}
+
+impl Front {
+    pub(crate) fn new(state: Arc<ApiState>, router: Router) -> Self {
+        Self { state, router }
+    }
+}
+
+impl<B> Service<axum::http::Request<B>> for Front
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FrontFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let request = request.map(Body::new);
+        let done = Done::enter(
+            &self.state,
+            route::template(request.uri().path()),
+            request.method().clone(),
+            started,
+        );
+        let answer = if done.admitted {
+            match super::auth::admit(&self.state, &request) {
+                Ok(client) => self.answer(request, client),
+                Err(err) => Answer::given(err),
+            }
+        } else {
+            Answer::given(ApiError::Overloaded)
+        };
+        FrontFuture {
+            answer,
+            timer: None,
+            done: Some(done),
+        }
+    }
+}
+
+impl Front {
+    fn answer(&mut self, request: Request, client: Arc<crate::clients::Client>) -> Answer {
+        if credentials::plain_read(request.method(), request.uri()).is_none() {
+            let mut request = request;
+            request.extensions_mut().insert(Caller(client));
+            return Answer::Routed {
+                future: self.router.call(request),
+            };
+        }
+        let state = Arc::clone(&self.state);
+        let (parts, _) = request.into_parts();
+        Answer::Direct {
+            future: Box::pin(async move {
+                let (db, format) =
+                    credentials::plain_read(&parts.method, &parts.uri).expect("checked above");
+                credentials::read(&state, &client, db, Ok(format), &parts.headers)
+                    .await
+                    .into_response()
+            }),
+        }
+    }
+}
+
+type RouterFuture = <Router as Service<Request>>::Future;
+
+pin_project! {
+    #[project = AnswerProj]
+    enum Answer {
+        // Given without a handler: overloaded, or refused by the guard.
+        Given { response: Option<Response> },
+        Direct { future: Pin<Box<dyn Future<Output = Response> + Send>> },
+        Routed { #[pin] future: RouterFuture },
+    }
+}
+
+impl Answer {
+    fn given(err: ApiError) -> Self {
+        Self::Given {
+            response: Some(err.into_response()),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Front`].
+    pub struct FrontFuture {
+        #[pin]
+        answer: Answer,
+        // Armed the first time the answer is not ready.
+        timer: Option<Pin<Box<Sleep>>>,
+        done: Option<Done>,
+    }
+}
+
+/// A request counted as in flight and, when `admitted`, holding one of the
+/// `max_concurrent_requests` places, until its response is finished or it is dropped (the
+/// client went away); and what the response is counted with.
+struct Done {
+    state: Arc<ApiState>,
+    admitted: bool,
+    route: Option<&'static str>,
+    method: Method,
+    started: Instant,
+}
+
+impl Done {
+    fn enter(
+        state: &Arc<ApiState>,
+        route: Option<&'static str>,
+        method: Method,
+        started: Instant,
+    ) -> Self {
+        state.metrics.http_in_flight.inc();
+        let max = state.limits.max_concurrent_requests;
+        let admitted = state
+            .in_progress
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        Self {
+            state: Arc::clone(state),
+            admitted,
+            route,
+            method,
+            started,
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self.admitted {
+            self.state.in_progress.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.state.metrics.http_in_flight.dec();
+    }
+}
+
+impl Future for FrontFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let ready = match this.answer.project() {
+            AnswerProj::Given { response } => Poll::Ready(response.take()),
+            AnswerProj::Direct { future } => future.as_mut().poll(cx).map(Some),
+            AnswerProj::Routed { future } => future.poll(cx).map(|result| match result {
+                Ok(response) => Some(response),
+                Err(never) => match never {},
+            }),
+        };
+        let response = match ready {
+            Poll::Ready(response) => response.expect("polled after completion"),
+            Poll::Pending => {
+                let done = this.done.as_ref().expect("polled after completion");
+                let deadline = done.started + done.state.limits.request_timeout;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                ready!(timer.as_mut().poll(cx));
+                ApiError::RequestTimeout.into_response()
+            }
+        };
+        let done = this.done.take().expect("polled after completion");
+        Poll::Ready(Ok(finish(
+            &done.state.metrics,
+            Some(&done.state.hot),
+            done.route,
+            &done.method,
+            done.started,
+            response,
+        )))
+    }
+}
