@@ -20,9 +20,9 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::Service;
 
-use super::auth::Caller;
-use super::{ApiState, credentials, finish, route};
-use crate::http::ApiError;
+use super::auth::{self, Caller};
+use super::{ApiError, ApiState, credentials, finish, route};
+use crate::clients::Client;
 
 /// Everything in front of the credentials API's handlers, in order: metrics, the request log
 /// and the security headers (on the way out); the overload cap (past `max_concurrent_requests`
@@ -66,7 +66,7 @@ where
             started,
         );
         let answer = if done.admitted {
-            match super::auth::admit(&self.state, &request) {
+            match auth::admit(&self.state, &request) {
                 Ok(client) => self.answer(request, client),
                 Err(err) => Answer::given(err),
             }
@@ -82,7 +82,7 @@ where
 }
 
 impl Front {
-    fn answer(&mut self, request: Request, client: Arc<crate::clients::Client>) -> Answer {
+    fn answer(&mut self, request: Request, client: Arc<Client>) -> Answer {
         if credentials::plain_read(request.method(), request.uri()).is_none() {
             let mut request = request;
             request.extensions_mut().insert(Caller(client));
