@@ -8,7 +8,8 @@ use prometheus::{
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -40,7 +41,11 @@ pub const DATABASE_DELETED_TOTAL: &str = "credential_broker_database_deleted_tot
 pub const CREDENTIALS_EXPIRED_TOTAL: &str = "credential_broker_credentials_expired_total";
 pub const ACCESS_TOTAL: &str = "credential_broker_access_total";
 
-const LATENCY_BUCKETS: &[f64] = &[
+/// The route template of credential reads, the API's most frequent request, whose count and
+/// latency are recorded in [`HotRoute`].
+pub const CREDENTIALS_ROUTE: &str = "/credentials/{db}";
+
+const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -61,6 +66,8 @@ pub struct MetricSet {
     registry: Registry,
     pub(crate) http_requests: IntCounterVec,
     pub(crate) http_duration: HistogramVec,
+    /// Requests to [`CREDENTIALS_ROUTE`], exported within the two families above.
+    pub(crate) hot_route: Arc<HotRoute>,
     pub(crate) http_in_flight: IntGauge,
     pub(crate) upstream_requests: IntCounterVec,
     pub(crate) upstream_duration: HistogramVec,
@@ -103,8 +110,7 @@ impl Builder {
     }
 
     fn histograms(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+        self.add(histograms(name, help, labels))
     }
 }
 
@@ -120,17 +126,26 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Self(Arc::new(MetricSet {
-            http_requests: b.counters(
-                HTTP_REQUESTS_TOTAL,
-                "HTTP requests answered, by route template, method and status.",
+        let http = b.add(HttpCollector {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    HTTP_REQUESTS_TOTAL,
+                    "HTTP requests answered, by route template, method and status.",
+                ),
                 &["route", "method", "status"],
-            ),
-            http_duration: b.histograms(
+            )
+            .expect("valid metric"),
+            duration: histograms(
                 HTTP_REQUEST_DURATION_SECONDS,
                 "Time to answer an HTTP request, by route template.",
                 &["route"],
             ),
+            hot: Arc::default(),
+        });
+        Self(Arc::new(MetricSet {
+            http_requests: http.requests,
+            http_duration: http.duration,
+            hot_route: http.hot,
             http_in_flight: b.int_gauge(
                 HTTP_REQUESTS_IN_FLIGHT,
                 "HTTP requests being answered right now, on both listeners.",
@@ -213,6 +228,139 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+fn histograms(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    HistogramVec::new(opts, labels).expect("valid metric")
+}
+
+/// Shards of [`HotRoute`]: enough that the worker threads of a sidecar rarely share one.
+const SHARDS: usize = 16;
+
+/// The answers to [`CREDENTIALS_ROUTE`], counted in per-thread shards so that two worker
+/// threads never write to the same cache line (a prometheus histogram is four atomic writes to
+/// shared lines per observation). Exported, summed, as the route's series of
+/// `http_request_duration_seconds` and as `http_requests_total{method="GET",status="200"}`.
+#[derive(Debug)]
+pub(crate) struct HotRoute {
+    shards: Box<[Shard]>,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    /// `GET` requests answered `200`.
+    ok: AtomicU64,
+    /// Observations per latency bucket: at most its bound, above the bound before it.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Default for HotRoute {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl HotRoute {
+    /// Records one answer that took `elapsed`; `ok` for a `200` to a `GET`.
+    pub(crate) fn record(&self, elapsed: Duration, ok: bool) {
+        let shard = &self.shards[shard_index()];
+        if ok {
+            shard.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        shard.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The `200` count and the latency histogram, summed over the shards.
+    fn totals(&self) -> (u64, proto::Histogram) {
+        let sum = |field: fn(&Shard) -> &AtomicU64| -> u64 {
+            self.shards
+                .iter()
+                .map(|shard| field(shard).load(Ordering::Relaxed))
+                .sum()
+        };
+        let mut histogram = proto::Histogram::default();
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len());
+        for (index, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self
+                .shards
+                .iter()
+                .map(|shard| shard.buckets[index].load(Ordering::Relaxed))
+                .sum::<u64>();
+            let mut bucket = proto::Bucket::default();
+            bucket.set_upper_bound(*bound);
+            bucket.set_cumulative_count(cumulative);
+            buckets.push(bucket);
+        }
+        histogram.set_bucket(buckets);
+        histogram.set_sample_count(sum(|shard| &shard.count));
+        #[allow(clippy::cast_precision_loss)] // nanoseconds: exact below 104 days in total
+        histogram.set_sample_sum(sum(|shard| &shard.sum_nanos) as f64 / 1e9);
+        (sum(|shard| &shard.ok), histogram)
+    }
+}
+
+/// This thread's shard of [`HotRoute`], assigned round robin on first use.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|index| *index)
+}
+
+/// `http_requests_total` and `http_request_duration_seconds`: the prometheus vectors, with the
+/// [`HotRoute`] series added at scrape time.
+#[derive(Debug, Clone)]
+struct HttpCollector {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    hot: Arc<HotRoute>,
+}
+
+impl Collector for HttpCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = self.requests.desc();
+        descs.extend(self.duration.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut requests = self.requests.collect();
+        let mut duration = self.duration.collect();
+        let (ok, histogram) = self.hot.totals();
+        if ok > 0 {
+            let mut counter = proto::Counter::default();
+            #[allow(clippy::cast_precision_loss)] // exact below 2^53 requests
+            counter.set_value(ok as f64);
+            let mut metric = proto::Metric::from_label(vec![
+                label("method", "GET"),
+                label("route", CREDENTIALS_ROUTE),
+                label("status", "200"),
+            ]);
+            metric.set_counter(counter);
+            requests[0].mut_metric().push(metric);
+        }
+        if histogram.get_sample_count() > 0 {
+            let mut metric = proto::Metric::from_label(vec![label("route", CREDENTIALS_ROUTE)]);
+            metric.set_histogram(histogram);
+            duration[0].mut_metric().push(metric);
+        }
+        requests.extend(duration);
+        requests
     }
 }
 
@@ -410,5 +558,61 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn credential_reads_from_many_threads_are_summed_into_the_http_families() {
+        let metrics = Metrics::new();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..250 {
+                        metrics.hot_route.record(Duration::from_micros(300), true);
+                    }
+                    metrics.hot_route.record(Duration::from_millis(3), false);
+                });
+            }
+        });
+        metrics
+            .http_requests
+            .with_label_values(&[CREDENTIALS_ROUTE, "GET", "404"])
+            .inc();
+        let text = metrics.render();
+        for series in [
+            format!(
+                "{HTTP_REQUESTS_TOTAL}{{method=\"GET\",route=\"{CREDENTIALS_ROUTE}\",status=\"200\"}} 1000"
+            ),
+            format!(
+                "{HTTP_REQUESTS_TOTAL}{{method=\"GET\",route=\"{CREDENTIALS_ROUTE}\",status=\"404\"}} 1"
+            ),
+            format!(
+                "{HTTP_REQUEST_DURATION_SECONDS}_bucket{{route=\"{CREDENTIALS_ROUTE}\",le=\"0.0005\"}} 1000"
+            ),
+            format!(
+                "{HTTP_REQUEST_DURATION_SECONDS}_bucket{{route=\"{CREDENTIALS_ROUTE}\",le=\"0.0025\"}} 1000"
+            ),
+            format!(
+                "{HTTP_REQUEST_DURATION_SECONDS}_bucket{{route=\"{CREDENTIALS_ROUTE}\",le=\"0.005\"}} 1004"
+            ),
+            format!(
+                "{HTTP_REQUEST_DURATION_SECONDS}_bucket{{route=\"{CREDENTIALS_ROUTE}\",le=\"+Inf\"}} 1004"
+            ),
+            format!("{HTTP_REQUEST_DURATION_SECONDS}_sum{{route=\"{CREDENTIALS_ROUTE}\"}} 0.312"),
+            format!("{HTTP_REQUEST_DURATION_SECONDS}_count{{route=\"{CREDENTIALS_ROUTE}\"}} 1004"),
+        ] {
+            assert!(text.contains(&series), "{series} in {text}");
+        }
+        assert_eq!(
+            text.matches(&format!("# TYPE {HTTP_REQUEST_DURATION_SECONDS} histogram"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_http_families_are_absent_until_a_request_is_answered() {
+        let text = Metrics::new().render();
+        assert!(!text.contains(HTTP_REQUESTS_TOTAL), "{text}");
+        assert!(!text.contains(HTTP_REQUEST_DURATION_SECONDS), "{text}");
     }
 }

@@ -208,7 +208,6 @@ impl Future for FrontFuture {
         let done = this.done.take().expect("polled after completion");
         Poll::Ready(Ok(finish(
             &done.state.metrics,
-            Some(&done.state.hot),
             done.route,
             &done.method,
             done.started,

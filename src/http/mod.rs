@@ -45,30 +45,6 @@ pub(crate) struct ApiState {
     in_progress: AtomicUsize,
     audit: audit::Audit,
     metrics: Metrics,
-    hot: HotSeries,
-}
-
-/// The metric series of a `200` to `GET /credentials/{db}`, resolved once instead of looked up
-/// by label values on every request.
-#[derive(Debug)]
-struct HotSeries {
-    requests: prometheus::IntCounter,
-    duration: prometheus::Histogram,
-}
-
-impl HotSeries {
-    fn new(metrics: &Metrics) -> Self {
-        Self {
-            requests: metrics.http_requests.with_label_values(&[
-                CREDENTIALS_ROUTE,
-                Method::GET.as_str(),
-                StatusCode::OK.as_str(),
-            ]),
-            duration: metrics
-                .http_duration
-                .with_label_values(&[CREDENTIALS_ROUTE]),
-        }
-    }
 }
 
 /// The credentials API: its router behind [`Front`]. `clients` is `None` only when auth is
@@ -93,7 +69,6 @@ pub fn api_service(
         anonymous: Client::anonymous(),
         limits,
         in_progress: AtomicUsize::new(0),
-        hot: HotSeries::new(&metrics),
         metrics,
     });
     let router = Router::new()
@@ -134,14 +109,13 @@ async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> 
     let response = next.run(request).await;
     drop(in_flight);
     let route = matched.as_ref().map(MatchedPath::as_str);
-    finish(&metrics, None, route, &method, started, response)
+    finish(&metrics, route, &method, started, response)
 }
 
 /// Adds the security headers every response carries, counts and times the request by route
 /// template, and logs one line for it at debug.
 fn finish(
     metrics: &Metrics,
-    hot: Option<&HotSeries>,
     route: Option<&str>,
     method: &Method,
     started: Instant,
@@ -156,23 +130,22 @@ fn finish(
     let route = route.unwrap_or("unmatched");
     let elapsed: Duration = started.elapsed();
     let status = response.status();
-    match hot {
-        Some(hot)
-            if status == StatusCode::OK && *method == Method::GET && route == CREDENTIALS_ROUTE =>
-        {
-            hot.requests.inc();
-            hot.duration.observe(elapsed.as_secs_f64());
-        }
-        _ => {
-            metrics
-                .http_requests
-                .with_label_values(&[route, method.as_str(), status.as_str()])
-                .inc();
-            metrics
-                .http_duration
-                .with_label_values(&[route])
-                .observe(elapsed.as_secs_f64());
-        }
+    let counted = if route == CREDENTIALS_ROUTE {
+        let ok = status == StatusCode::OK && *method == Method::GET;
+        metrics.hot_route.record(elapsed, ok);
+        ok
+    } else {
+        metrics
+            .http_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        false
+    };
+    if !counted {
+        metrics
+            .http_requests
+            .with_label_values(&[route, method.as_str(), status.as_str()])
+            .inc();
     }
     debug!(
         %method,

@@ -3,8 +3,7 @@
 
 use super::audit::Action;
 
-/// The route template of credential reads, the API's most frequent request.
-pub(crate) const CREDENTIALS_ROUTE: &str = "/credentials/{db}";
+pub(crate) use crate::metrics::CREDENTIALS_ROUTE;
 /// The route template of refreshes.
 pub(crate) const REFRESH_ROUTE: &str = "/credentials/{db}/refresh";
 
