@@ -17,7 +17,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
-use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::audit::AuditSink;
@@ -189,7 +188,12 @@ impl App {
                 drop(unix);
             });
         }
-        servers.spawn(serve(self.admin, self.admin_router, admin_limits, stop_rx));
+        servers.spawn(serve(
+            self.admin,
+            TowerToHyperService::new(self.admin_router),
+            admin_limits,
+            stop_rx,
+        ));
         let background = tokio::spawn(Arc::clone(&self.broker).run_background());
         let reload = self
             .clients
@@ -297,9 +301,12 @@ impl Accept for &UnixListener {
 async fn serve<L, S>(listener: L, service: S, limits: Limits, mut stop: watch::Receiver<bool>)
 where
     L: Accept,
-    S: tower::Service<hyper::Request<hyper::body::Incoming>, Response = axum::response::Response>
-        + Clone
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+        > + Clone
         + Send
+        + Sync
         + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Send + 'static,
@@ -331,8 +338,7 @@ where
         let io = TokioIo::new(stream);
         let task = match peer {
             None => {
-                let connection = graceful
-                    .watch(http.serve_connection(io, TowerToHyperService::new(service.clone())));
+                let connection = graceful.watch(http.serve_connection(io, service.clone()));
                 tokio::spawn(async move {
                     if let Err(err) = connection.await {
                         debug!(error = %err, "connection ended with an error");
@@ -340,14 +346,14 @@ where
                 })
             }
             Some(peer) => {
-                let service = service.clone().map_request(
+                let inner = service.clone();
+                let service = hyper::service::service_fn(
                     move |mut request: hyper::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(peer);
-                        request
+                        inner.call(request)
                     },
                 );
-                let connection =
-                    graceful.watch(http.serve_connection(io, TowerToHyperService::new(service)));
+                let connection = graceful.watch(http.serve_connection(io, service));
                 tokio::spawn(async move {
                     if let Err(err) = connection.await {
                         debug!(error = %err, "connection ended with an error");

@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tower::Service;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
 
 use super::auth::{self, Caller};
 use super::{ApiError, ApiState, credentials, finish, route};
@@ -43,20 +44,13 @@ impl Front {
     }
 }
 
-impl<B> Service<axum::http::Request<B>> for Front
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = FrontFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request>::poll_ready(&mut self.router, cx)
-    }
-
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+impl Front {
+    /// Answers one request: the work of both service impls below.
+    fn handle<B>(&self, request: axum::http::Request<B>) -> FrontFuture
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         let started = Instant::now();
         let request = request.map(Body::new);
         let done = Done::enter(
@@ -79,15 +73,13 @@ where
             done: Some(done),
         }
     }
-}
 
-impl Front {
-    fn answer(&mut self, request: Request, client: Arc<Client>) -> Answer {
+    fn answer(&self, request: Request, client: Arc<Client>) -> Answer {
         if credentials::plain_read(request.method(), request.uri()).is_none() {
             let mut request = request;
             request.extensions_mut().insert(Caller(client));
             return Answer::Routed {
-                future: self.router.call(request),
+                future: self.router.clone().oneshot(request),
             };
         }
         let state = Arc::clone(&self.state);
@@ -104,7 +96,36 @@ impl Front {
     }
 }
 
-type RouterFuture = <Router as Service<Request>>::Future;
+/// As a tower service, for `oneshot` in tests and for tower middleware.
+impl<B> Service<axum::http::Request<B>> for Front
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FrontFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        self.handle(request)
+    }
+}
+
+/// As a hyper service, which a connection calls by reference: unlike a tower service behind
+/// hyper-util's adapter, `Front` is not cloned for every request.
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = FrontFuture;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        self.handle(request)
+    }
+}
 
 pin_project! {
     #[project = AnswerProj]
@@ -112,7 +133,7 @@ pin_project! {
         // Given without a handler: overloaded, or refused by the guard.
         Given { response: Option<Response> },
         Direct { future: Pin<Box<dyn Future<Output = Response> + Send>> },
-        Routed { #[pin] future: RouterFuture },
+        Routed { #[pin] future: Oneshot<Router, Request> },
     }
 }
 
