@@ -1,0 +1,109 @@
+"""User-space instructions per cache-hit GET, broker and static baseline, under callgrind.
+
+Wall-clock numbers on a shared 2-core VM move by 10-20 % between runs; instruction counts move
+by well under 1 %, so this is how changes to the hot path are compared. Each server runs under
+`valgrind --tool=callgrind`; after 200 warm-up requests its counters are zeroed, 2,000
+keep-alive `GET /credentials/db0000` (JSON, bearer token, cache hit) are sent one after
+another, the counters are dumped and the total is divided by 2,000.
+
+Usage (after `bash bench/run` has built the binaries; needs valgrind, `apt-get install
+valgrind`):
+    .venv/moto/bin/python bench/callgrind.py [BROKER_BINARY]
+Build with `cargo build --profile profiling` and pass target/profiling/credential-broker to get
+the same code with symbols, for `callgrind_annotate` on the dump files it names.
+"""
+
+import glob
+import http.client
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bench
+
+REQUESTS = 2000
+WARM_UP = 200
+
+
+def send(port, count):
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    for _ in range(count):
+        connection.request("GET", "/credentials/db0000",
+                           headers={"Authorization": f"Bearer {bench.TOKEN}"})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"callgrind: status {response.status}")
+    connection.close()
+
+
+def measure(pid, port, out_prefix):
+    """Instructions per request of the callgrind process `pid`, serving on `port`."""
+    send(port, WARM_UP)
+    subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
+    send(port, REQUESTS)
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+    deadline = time.monotonic() + 30
+    while not (dumps := glob.glob(f"{out_prefix}.{pid}.*")):
+        if time.monotonic() > deadline:
+            raise SystemExit("callgrind: no dump written")
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the dump finish
+    text = Path(sorted(dumps)[-1]).read_text(errors="replace")
+    return int(re.search(r"^summary: (\d+)", text, re.M).group(1)) / REQUESTS, dumps[-1]
+
+
+def main():
+    if not shutil.which("valgrind"):
+        raise SystemExit("callgrind: valgrind is not installed (apt-get install valgrind)")
+    binary = Path(sys.argv[1] if len(sys.argv) > 1 else bench.BROKER).resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="broker-callgrind-"))
+    out_prefix = str(workdir / "callgrind.out")
+    moto = bench.Moto()
+    proxy = bench.CountingProxy(moto.port)
+    try:
+        moto.create_dbs(10)
+        wrapper = workdir / "broker-under-callgrind"
+        wrapper.write_text(
+            f'#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out_prefix}.%p '
+            f'{binary} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        bench.BROKER = wrapper
+        broker = bench.Broker(workdir, proxy.port, 10)
+        try:
+            broker.ready_seconds()
+            body = workdir / "body.json"
+            body.write_bytes(broker.get("/credentials/db0000"))
+            port = int(broker.api.rsplit(":", 1)[1])
+            # exec keeps the pid: the wrapper's pid is valgrind's.
+            per_request, dump = measure(broker.process.pid, port, out_prefix)
+            print(f"broker   {per_request:9,.0f} instructions/request  ({dump})", flush=True)
+        finally:
+            broker.close()
+        port = bench.free_port()
+        baseline = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_prefix}.%p",
+             str(bench.BASELINE), f"127.0.0.1:{port}", str(body), str(body)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            bench.wait_http(f"http://127.0.0.1:{port}/credentials/db0000", limit=60)
+            per_request, dump = measure(baseline.pid, port, out_prefix)
+            print(f"baseline {per_request:9,.0f} instructions/request  ({dump})")
+        finally:
+            baseline.terminate()
+            baseline.wait()
+    finally:
+        proxy.close()
+        moto.close()
+
+
+if __name__ == "__main__":
+    os.chdir(bench.ROOT)
+    main()
