@@ -513,6 +513,21 @@ fn label(name: &str, value: &str) -> proto::LabelPair {
     pair
 }
 
+/// Asserts that the `/metrics` page `text` has every line of `series`, and exactly one
+/// `# TYPE` line for the `family` it names.
+#[cfg(test)]
+pub(crate) fn assert_series(text: &str, family: &str, series: &[impl AsRef<str>]) {
+    for line in series {
+        let line = line.as_ref();
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert_eq!(
+        text.matches(&format!("# TYPE {family} ")).count(),
+        1,
+        "{text}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,7 +557,7 @@ mod tests {
         }
         DbCounters::inc(&orders.expired);
         let text = metrics.render();
-        for series in [
+        let series = [
             format!("{CACHE_LOOKUPS_TOTAL}{{db=\"orders\",result=\"hit\"}} 3"),
             format!("{CACHE_LOOKUPS_TOTAL}{{db=\"billing\",result=\"miss\"}} 0"),
             format!("{CREDENTIALS_EXPIRED_TOTAL}{{db=\"orders\"}} 1"),
@@ -550,14 +565,8 @@ mod tests {
             format!("{CREDENTIAL_ROTATIONS_TOTAL}{{db=\"orders\"}} 0"),
             format!("{DATABASE_DELETED_TOTAL}{{db=\"orders\"}} 0"),
             format!("# TYPE {CACHE_LOOKUPS_TOTAL} counter"),
-        ] {
-            assert!(text.contains(&series), "{series} in {text}");
-        }
-        assert_eq!(
-            text.matches(&format!("# HELP {CACHE_LOOKUPS_TOTAL} "))
-                .count(),
-            1
-        );
+        ];
+        assert_series(&text, CACHE_LOOKUPS_TOTAL, &series);
     }
 
     #[test]
@@ -578,7 +587,7 @@ mod tests {
             .with_label_values(&[CREDENTIALS_ROUTE, "GET", "404"])
             .inc();
         let text = metrics.render();
-        for series in [
+        let series = [
             format!(
                 "{HTTP_REQUESTS_TOTAL}{{method=\"GET\",route=\"{CREDENTIALS_ROUTE}\",status=\"200\"}} 1000"
             ),
@@ -599,14 +608,9 @@ mod tests {
             ),
             format!("{HTTP_REQUEST_DURATION_SECONDS}_sum{{route=\"{CREDENTIALS_ROUTE}\"}} 0.312"),
             format!("{HTTP_REQUEST_DURATION_SECONDS}_count{{route=\"{CREDENTIALS_ROUTE}\"}} 1004"),
-        ] {
-            assert!(text.contains(&series), "{series} in {text}");
-        }
-        assert_eq!(
-            text.matches(&format!("# TYPE {HTTP_REQUEST_DURATION_SECONDS} histogram"))
-                .count(),
-            1
-        );
+        ];
+        assert_series(&text, HTTP_REQUEST_DURATION_SECONDS, &series);
+        assert_series(&text, HTTP_REQUESTS_TOTAL, &[] as &[&str]);
     }
 
     #[test]

@@ -385,13 +385,15 @@ mod tests {
             assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         }
         let text = metrics_text(&admin).await;
-        for series in [
-            r#"credential_broker_access_total{client="orders-only",db="orders",result="ok"} 1"#,
-            r#"credential_broker_access_total{client="orders-only",db="broken",result="forbidden"} 2"#,
-            r#"credential_broker_access_total{client="orders-only",db="other",result="forbidden"} 1"#,
-        ] {
-            assert!(text.contains(series), "{series} in {text}");
-        }
+        crate::metrics::assert_series(
+            &text,
+            crate::metrics::ACCESS_TOTAL,
+            &[
+                r#"credential_broker_access_total{client="orders-only",db="orders",result="ok"} 1"#,
+                r#"credential_broker_access_total{client="orders-only",db="broken",result="forbidden"} 2"#,
+                r#"credential_broker_access_total{client="orders-only",db="other",result="forbidden"} 1"#,
+            ],
+        );
     }
 
     #[tokio::test]
@@ -551,13 +553,15 @@ mod tests {
             assert_eq!(plain_headers, routed_headers, "{plain} vs {routed}");
         }
         let text = metrics_text(&admin).await;
-        for series in [
-            r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="200"} 2"#,
-            r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="304"} 2"#,
-            r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="404"} 2"#,
-        ] {
-            assert!(text.contains(series), "{series} in {text}");
-        }
+        crate::metrics::assert_series(
+            &text,
+            crate::metrics::HTTP_REQUESTS_TOTAL,
+            &[
+                r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="200"} 2"#,
+                r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="304"} 2"#,
+                r#"credential_broker_http_requests_total{method="GET",route="/credentials/{db}",status="404"} 2"#,
+            ],
+        );
     }
 
     #[tokio::test]
