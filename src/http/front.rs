@@ -42,9 +42,7 @@ impl Front {
     pub(crate) fn new(state: Arc<ApiState>, router: Router) -> Self {
         Self { state, router }
     }
-}
 
-impl Front {
     /// Answers one request: the work of both service impls below.
     fn handle<B>(&self, request: axum::http::Request<B>) -> FrontFuture
     where
