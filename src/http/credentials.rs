@@ -137,7 +137,8 @@ pub(crate) async fn refresh(
         if !client.scope.allows(&db) {
             return Err(ApiError::Forbidden);
         }
-        let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        // No body names no version; any body must be the JSON object (whitespace alone is not).
+        let from_body = if body.is_empty() {
             None
         } else {
             let parsed: RefreshBody =

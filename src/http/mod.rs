@@ -484,6 +484,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refresh_body_is_the_json_object_or_nothing() {
+        let (api, _) = app();
+        for (body, expected) in [
+            ("", StatusCode::OK),
+            (r#"{"version_id":"v-0"}"#, StatusCode::OK),
+            ("\r", StatusCode::BAD_REQUEST),
+            (" \n", StatusCode::BAD_REQUEST),
+            ("{}", StatusCode::BAD_REQUEST),
+        ] {
+            let request = Request::post("/credentials/orders/refresh")
+                .header(AUTH.0, AUTH.1)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            let response = api.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), expected, "{body:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn readiness_follows_fetches_and_metrics_use_route_templates() {
         let (api, admin) = app();
         let (status, _, body) = call(&admin, Method::GET, "/readyz", &[]).await;
