@@ -28,8 +28,12 @@ from pathlib import Path
 import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
-BROKER = Path(os.environ.get("BENCH_BROKER", ROOT / "target/release/credential-broker"))
-BASELINE = ROOT / "target/release/examples/static-baseline"
+# Where docker/build-release puts the release build (an explicit --target: target/<host>/release).
+RELEASE = ROOT / "target" / subprocess.run(
+    ["rustc", "--print", "host-tuple"], capture_output=True, text=True, check=True
+).stdout.strip() / "release"
+BROKER = Path(os.environ.get("BENCH_BROKER", RELEASE / "credential-broker"))
+BASELINE = RELEASE / "examples/static-baseline"
 MOTO = ROOT / ".venv/moto/bin/moto_server"
 TOKEN = "bench-token-0123456789abcdef"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"

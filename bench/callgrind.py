@@ -9,7 +9,8 @@ another, the counters are dumped and the total is divided by 2,000.
 Usage (after `bash bench/run` has built the binaries; needs valgrind, `apt-get install
 valgrind`):
     .venv/moto/bin/python bench/callgrind.py [BROKER_BINARY]
-Build with `cargo build --profile profiling` and pass target/profiling/credential-broker to get
+Build with `bash docker/build-release --profile profiling` and pass
+target/x86_64-unknown-linux-gnu/profiling/credential-broker (your host tuple) to get
 the same code with symbols, for `callgrind_annotate` on the dump files it names.
 """
 
