@@ -335,7 +335,7 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="broker/baseline pairs per cache-hit row; the median is reported")
     parser.add_argument("--steady-seconds", type=int, default=60,
                         help="length of each steady-load upstream-count run")
