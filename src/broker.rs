@@ -331,9 +331,9 @@ impl Broker {
         }
     }
 
-    /// Whether `db` is a configured database.
-    pub fn knows(&self, db: &str) -> bool {
-        self.dbs.contains_key(db)
+    /// The configured databases.
+    pub(crate) fn databases(&self) -> impl Iterator<Item = &DbName> {
+        self.dbs.keys()
     }
 
     fn lookup(&self, db: &str) -> Result<(&DbName, &DbState), BrokerError> {

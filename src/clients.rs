@@ -19,6 +19,8 @@ use crate::config::{ClientConfig, Scope, TokenSource, read_token_file};
 pub struct Client {
     pub name: String,
     pub scope: Scope,
+    /// Its position among the configured clients (0 for the anonymous caller).
+    pub(crate) index: usize,
     uids: Vec<u32>,
 }
 
@@ -28,6 +30,7 @@ impl Client {
         Arc::new(Self {
             name: "anonymous".to_owned(),
             scope: Scope::All,
+            index: 0,
             uids: Vec::new(),
         })
     }
@@ -79,6 +82,7 @@ impl Clients {
             clients.push(Arc::new(Client {
                 name: config.name,
                 scope: config.scope,
+                index,
                 uids: config.unix_uids,
             }));
         }
@@ -93,6 +97,11 @@ impl Clients {
     /// The names of all clients, for metric labels.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.all.iter().map(|c| c.name.as_str())
+    }
+
+    /// How many clients are configured (each [`Client::index`] is below it).
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
     }
 
     /// The client whose current token is `presented`. Every token is compared, in constant time,

@@ -58,12 +58,9 @@ pub fn api_service(
     metrics: Metrics,
     limits: Limits,
 ) -> Front {
+    let clients_count = clients.as_deref().map_or(0, Clients::len);
     let state = Arc::new(ApiState {
-        audit: audit::Audit {
-            sink: audit,
-            access: metrics.access.clone(),
-            broker: Arc::clone(&broker),
-        },
+        audit: audit::Audit::new(audit, metrics.access.clone(), &broker, clients_count),
         broker,
         clients,
         anonymous: Client::anonymous(),
@@ -392,6 +389,43 @@ mod tests {
                 r#"credential_broker_access_total{client="orders-only",db="orders",result="ok"} 1"#,
                 r#"credential_broker_access_total{client="orders-only",db="broken",result="forbidden"} 2"#,
                 r#"credential_broker_access_total{client="orders-only",db="other",result="forbidden"} 1"#,
+            ],
+        );
+    }
+
+    #[tokio::test]
+    async fn the_access_counter_keeps_each_client_and_answer_apart() {
+        let (api, admin) = app();
+        let all = ("authorization", format!("Bearer {TOKEN}"));
+        let orders = ("authorization", "Bearer unit-test-orders-token-0123");
+        let all = (all.0, all.1.as_str());
+        for _ in 0..3 {
+            let (status, _, _) = call(&api, Method::GET, "/credentials/orders", &[all]).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let (status, headers, _) = call(&api, Method::GET, "/credentials/orders", &[orders]).await;
+        assert_eq!(status, StatusCode::OK);
+        let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+        for _ in 0..2 {
+            let (status, _, _) = call(
+                &api,
+                Method::GET,
+                "/credentials/orders",
+                &[orders, ("if-none-match", &etag)],
+            )
+            .await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED);
+        }
+        let (status, _, _) = call(&api, Method::GET, "/credentials/nope", &[all]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        crate::metrics::assert_series(
+            &metrics_text(&admin).await,
+            crate::metrics::ACCESS_TOTAL,
+            &[
+                r#"credential_broker_access_total{client="all",db="orders",result="ok"} 3"#,
+                r#"credential_broker_access_total{client="orders-only",db="orders",result="ok"} 1"#,
+                r#"credential_broker_access_total{client="orders-only",db="orders",result="not_modified"} 2"#,
+                r#"credential_broker_access_total{client="all",db="other",result="unknown_database"} 1"#,
             ],
         );
     }
