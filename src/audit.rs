@@ -1,6 +1,7 @@
-//! The audit trail's output: one JSON line per credentials request, appended to a buffer that
-//! a flusher on the blocking pool writes out every flush interval, as soon as 64 KiB are
-//! waiting, and at shutdown; a request costs a short lock and no system call. The events come
+//! The audit trail's output: one JSON line per credentials request, appended to a buffer of
+//! the calling thread's own that a flusher on the blocking pool writes out (the threads' lines
+//! merged in time order) every flush interval, as soon as 64 KiB are waiting in one buffer,
+//! and at shutdown; a request costs an uncontended lock and no system call. The events come
 //! from `http::audit`; none holds a secret.
 
 use std::fs::OpenOptions;
@@ -13,14 +14,18 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::config::AuditConfig;
+use crate::metrics::{SHARDS, shard_index};
 
 /// How long an event may wait in the buffer before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// Buffered bytes at which the flusher is woken before its next tick.
+/// Bytes in one thread's buffer at which the flusher is woken before its next tick.
 const EARLY_FLUSH_BYTES: usize = 64 * 1024;
-/// Buffered bytes at which a request writes the buffer out itself: the output cannot keep up,
-/// and requests wait for it rather than the buffer growing without bound.
-const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes in one thread's buffer at which a request writes the buffers out itself: the output
+/// cannot keep up, and requests wait for it rather than the buffers growing without bound.
+const MAX_PENDING_BYTES: usize = 1024 * 1024;
+/// Every line starts with its timestamp, `{"timestamp":"YYYY-MM-DDTHH:MM:SS.mmmZ"`, so the
+/// first bytes of two lines compare as their times do.
+const TIMESTAMP_BYTES: usize = 39;
 
 /// One credentials request as the audit trail records it.
 #[derive(Debug, Clone, Copy)]
@@ -35,11 +40,16 @@ pub struct Event<'a> {
 
 /// Where audit lines go: stderr or a file of their own.
 pub struct AuditSink {
-    lines: Mutex<Lines>,
+    /// The lines waiting to be written, by thread (see [`shard_index`]).
+    shards: Box<[Shard]>,
     /// Held while writing, so that buffers go out in the order they were filled.
     output: Mutex<Output>,
     wake: Notify,
 }
+
+/// One thread's buffer, on cache lines of its own.
+#[repr(align(128))]
+struct Shard(Mutex<Lines>);
 
 /// The lines waiting to be written, and the timestamp text of the last second an event was
 /// written in, so that a timestamp is formatted once per second rather than once per event.
@@ -50,10 +60,16 @@ struct Lines {
     prefix: [u8; 19],
 }
 
-/// The writer, and the buffer that trades places with [`Lines::pending`] at each flush.
+/// The writer, and the buffers that trade places with the shards' [`Lines::pending`] at each
+/// flush.
 struct Output {
     writer: Box<dyn Write + Send>,
-    spare: Vec<u8>,
+    /// Empty buffers, to swap in for the shards' full ones.
+    spares: Vec<Vec<u8>>,
+    /// The shards' buffers taken by the flush in progress.
+    taken: Vec<Vec<u8>>,
+    /// Their lines merged in time order.
+    merged: Vec<u8>,
 }
 
 impl Lines {
@@ -123,10 +139,14 @@ impl AuditSink {
             ),
         };
         Ok(Some(Arc::new(Self {
-            lines: Mutex::new(Lines::new()),
+            shards: (0..SHARDS)
+                .map(|_| Shard(Mutex::new(Lines::new())))
+                .collect(),
             output: Mutex::new(Output {
                 writer: out,
-                spare: Vec::new(),
+                spares: Vec::new(),
+                taken: Vec::new(),
+                merged: Vec::new(),
             }),
             wake: Notify::new(),
         })))
@@ -134,9 +154,10 @@ impl AuditSink {
 
     /// Appends `event` as one line, stamped with the current time.
     pub fn write(&self, event: &Event<'_>) {
-        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let shard = &self.shards[shard_index()];
+        let mut lines = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
         let before = lines.pending.len();
-        // Stamped under the lock, so that the lines of the trail are in time order.
+        // Stamped under the lock, so that each buffer's lines are in time order.
         if let Err(err) = lines.write_line(SystemTime::now(), event) {
             warn!(error = %err, "cannot write the audit trail");
         }
@@ -149,25 +170,43 @@ impl AuditSink {
         }
     }
 
-    /// Writes out whatever is buffered.
+    /// Writes out whatever is buffered, the lines of all threads in time order.
     pub fn flush(&self) {
         let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
-        let Output { writer, spare } = &mut *output;
-        std::mem::swap(
-            &mut self
-                .lines
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pending,
-            spare,
-        );
-        if let Err(err) = writer.write_all(spare).and_then(|()| writer.flush()) {
+        let Output {
+            writer,
+            spares,
+            taken,
+            merged,
+        } = &mut *output;
+        for shard in &self.shards {
+            let mut lines = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if !lines.pending.is_empty() {
+                let spare = spares.pop().unwrap_or_default();
+                taken.push(std::mem::replace(&mut lines.pending, spare));
+            }
+        }
+        let out = match taken.as_slice() {
+            [] => return,
+            [only] => only.as_slice(),
+            several => {
+                merge_in_time_order(several, merged);
+                merged.as_slice()
+            }
+        };
+        if let Err(err) = writer.write_all(out).and_then(|()| writer.flush()) {
             warn!(error = %err, "cannot write the audit trail");
         }
-        spare.clear();
-        if spare.capacity() > 4 * EARLY_FLUSH_BYTES {
+        merged.clear();
+        for mut buffer in taken.drain(..) {
+            buffer.clear();
             // Not kept after a burst.
-            *spare = Vec::new();
+            if buffer.capacity() <= 2 * EARLY_FLUSH_BYTES {
+                spares.push(buffer);
+            }
+        }
+        if merged.capacity() > 4 * EARLY_FLUSH_BYTES {
+            *merged = Vec::new();
         }
     }
 
@@ -190,6 +229,28 @@ impl AuditSink {
 impl Drop for AuditSink {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+/// Appends the lines of `buffers` (each in time order) to `out`, all in time order; lines with
+/// the same timestamp keep the order of `buffers`.
+fn merge_in_time_order(buffers: &[Vec<u8>], out: &mut Vec<u8>) {
+    let mut rest: Vec<&[u8]> = buffers.iter().map(Vec::as_slice).collect();
+    loop {
+        let earliest = rest
+            .iter()
+            .enumerate()
+            .filter(|(_, lines)| !lines.is_empty())
+            .min_by_key(|(_, lines)| &lines[..lines.len().min(TIMESTAMP_BYTES)])
+            .map(|(index, _)| index);
+        let Some(next) = earliest else { break };
+        let buffer = rest[next];
+        let end = buffer
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(buffer.len(), |newline| newline + 1);
+        out.extend_from_slice(&buffer[..end]);
+        rest[next] = &buffer[end..];
     }
 }
 
@@ -300,6 +361,70 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn buffers_are_merged_in_time_order_and_ties_keep_buffer_order() {
+        let line = |time: &str, tag: &str| {
+            format!("{{\"timestamp\":\"2026-11-22T03:01:{time}Z\",\"version_id\":\"{tag}\"}}\n")
+        };
+        let a = [
+            line("01.000", "a1"),
+            line("01.005", "a2"),
+            line("02.000", "a3"),
+        ]
+        .concat();
+        let b = [line("01.001", "b1"), line("01.005", "b2")].concat();
+        let c = [line("00.999", "c1"), line("03.000", "c2")].concat();
+        let mut out = Vec::new();
+        merge_in_time_order(&[a.into_bytes(), b.into_bytes(), c.into_bytes()], &mut out);
+        let tags: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["version_id"].to_string()
+            })
+            .collect();
+        assert_eq!(
+            tags,
+            ["c1", "a1", "b1", "a2", "b2", "a3", "c2"].map(|t| format!("\"{t}\""))
+        );
+    }
+
+    #[test]
+    fn lines_of_several_threads_are_written_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = AuditSink::open(&AuditConfig::File(path.clone()))
+            .unwrap()
+            .unwrap();
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let sink = &sink;
+                scope.spawn(move || {
+                    // Spread over some 20 ms, so that the threads' lines interleave in time.
+                    for i in 0..100 {
+                        let version = format!("t{thread}-{i}");
+                        sink.write(&Event {
+                            version_id: &version,
+                            ..EVENT
+                        });
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                });
+            }
+        });
+        sink.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let times: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).unwrap();
+                line["timestamp"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(times.len(), 400);
+        assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{text}");
     }
 
     #[tokio::test]

@@ -237,7 +237,7 @@ fn histograms(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
 }
 
 /// Shards of [`HotRoute`]: enough that the worker threads of a sidecar rarely share one.
-const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 
 /// The answers to [`CREDENTIALS_ROUTE`], counted in per-thread shards so that two worker
 /// threads never write to the same cache line (a prometheus histogram is four atomic writes to
@@ -313,8 +313,10 @@ impl HotRoute {
     }
 }
 
-/// This thread's shard of [`HotRoute`], assigned round robin on first use.
-fn shard_index() -> usize {
+/// This thread's shard (of [`HotRoute`], of the audit buffers), below [`SHARDS`], assigned
+/// round robin on first use: threads serving requests on different cores write to different
+/// cache lines.
+pub(crate) fn shard_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
