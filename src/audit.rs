@@ -245,10 +245,7 @@ fn merge_in_time_order(buffers: &[Vec<u8>], out: &mut Vec<u8>) {
             .map(|(index, _)| index);
         let Some(next) = earliest else { break };
         let buffer = rest[next];
-        let end = buffer
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(buffer.len(), |newline| newline + 1);
+        let end = memchr::memchr(b'\n', buffer).map_or(buffer.len(), |newline| newline + 1);
         out.extend_from_slice(&buffer[..end]);
         rest[next] = &buffer[end..];
     }
