@@ -8,6 +8,7 @@ Usage: .venv/moto/bin/python .ci/release_check.py BINARY
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,9 +38,9 @@ def main():
 
     moto = bench.Moto()
     broker = None
+    work = Path(tempfile.mkdtemp(prefix="release-check-"))
     try:
         moto.create_dbs(1)
-        work = Path(tempfile.mkdtemp(prefix="release-check-"))
         config = work / "broker.toml"
         config.write_text(f"""
 [server]
@@ -77,6 +78,7 @@ secret_id = "bench/db0000"
             broker.terminate()
             broker.wait(timeout=20)
         moto.close()
+    shutil.rmtree(work)
 
 
 if __name__ == "__main__":

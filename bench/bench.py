@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -349,6 +350,7 @@ def main():
     rows = []  # (measurement, broker, baseline, ratio / target)
 
     workdir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
+    finished = False
     moto = Moto()
     proxy = CountingProxy(moto.port)
     processes = []
@@ -477,11 +479,18 @@ def main():
                          "DescribeSecret/h (10 dbs x 6/h at describe_interval 10m)"))
             steady.close()
             processes.remove(steady)
+        finished = True
     finally:
         for process in processes:
             (process.close if hasattr(process, "close") else process.terminate)()
         proxy.close()
         moto.close()
+        # The broker logs (about 1 GB of audit lines after the cache-hit runs) are kept only
+        # when the run failed.
+        if finished:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"bench: logs kept in {workdir}", file=sys.stderr)
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     table = [
