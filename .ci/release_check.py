@@ -24,15 +24,16 @@ def fail(message):
     raise SystemExit(f"release-check: {message}")
 
 
+def readelf(option, binary):
+    return subprocess.run(["readelf", option, "--wide", str(binary)],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def main():
     binary = Path(sys.argv[1])
-    def readelf(option):
-        return subprocess.run(["readelf", option, "--wide", str(binary)],
-                              capture_output=True, text=True, check=True).stdout
-
     # A static PIE keeps a dynamic section for its own relocations, but names no interpreter
     # and no shared library.
-    if "INTERP" in readelf("--program-headers") or "(NEEDED)" in readelf("--dynamic"):
+    if "INTERP" in readelf("--program-headers", binary) or "(NEEDED)" in readelf("--dynamic", binary):
         fail(f"{binary} is dynamically linked (an ELF interpreter or NEEDED libraries)")
     print(f"release-check: {binary} is statically linked ({binary.stat().st_size / 2**20:.1f} MiB)")
 
