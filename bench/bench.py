@@ -335,9 +335,9 @@ def machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="broker/baseline pairs per cache-hit row; the median is reported")
+    parser.add_argument("--seconds", type=int, default=2, help="length of each wrk slice")
+    parser.add_argument("--slices", type=int, default=20,
+                        help="broker/baseline slice pairs per cache-hit row")
     parser.add_argument("--steady-seconds", type=int, default=60,
                         help="length of each steady-load upstream-count run")
     parser.add_argument("--many", type=int, default=1000, help="databases in the memory run")
@@ -346,7 +346,7 @@ def main():
                         help="1 s runs, 20 dbs, 10 s steady: checks the harness, not the numbers")
     args = parser.parse_args()
     if args.smoke:
-        args.seconds, args.rounds, args.steady_seconds, args.many = 1, 1, 10, 20
+        args.seconds, args.slices, args.steady_seconds, args.many = 1, 2, 10, 20
     rows = []  # (measurement, broker, baseline, ratio / target)
 
     workdir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
@@ -390,37 +390,47 @@ def main():
         calls_before = proxy.count("GetSecretValue")
         for fmt, query in (("json", ""), ("uri", "?format=uri")):
             for connections in (1, 16, 64):
-                rounds = []  # per round: {who: (rps, p50, p99, cpu us per request)}
-                for round_index in range(args.rounds):
-                    # Alternate which server goes first so neither always gets the warmer machine.
-                    order = ["broker", "baseline"]
-                    if (round_index + connections) % 2:
-                        order.reverse()
-                    results = {}
+                # Short slices, broker and baseline alternating (and which goes first), so that
+                # a slowdown of the shared machine lands on both; the ratio is of all requests
+                # served, which moves far less between runs than any one slice does.
+                url = {who: f"http://{address}/credentials/db0000{query}"
+                       for who, address in (("broker", broker.api),
+                                            ("baseline", f"127.0.0.1:{baseline_port}"))}
+                pid = {"broker": broker.process.pid, "baseline": baseline.pid}
+                served = {"broker": 0.0, "baseline": 0.0}
+                cpu = {"broker": 0.0, "baseline": 0.0}
+                p50s, p99s = {"broker": [], "baseline": []}, {"broker": [], "baseline": []}
+                ratios = []
+                for who in url:
+                    wrk(url[who], connections, 1)  # warm-up
+                for index in range(args.slices):
+                    order = ["broker", "baseline"] if index % 2 == 0 else ["baseline", "broker"]
+                    rps = {}
                     for who in order:
-                        address = broker.api if who == "broker" else f"127.0.0.1:{baseline_port}"
-                        pid = broker.process.pid if who == "broker" else baseline.pid
-                        url = f"http://{address}/credentials/db0000{query}"
-                        wrk(url, connections, 1)  # warm-up
-                        used = cpu_seconds(pid)
-                        rps, p50, p99 = wrk(url, connections, args.seconds)
-                        cpu = (cpu_seconds(pid) - used) / (rps * args.seconds) * 1e6
-                        results[who] = (rps, p50, p99, cpu)
-                    rounds.append(results)
-                # The round with the median broker/baseline ratio: both servers measured back to
-                # back, so a machine-wide slowdown moves both.
-                rounds.sort(key=lambda r: r["broker"][0] / r["baseline"][0])
-                median = rounds[len(rounds) // 2]
-                (b_rps, b50, b99, b_cpu), (s_rps, s50, s99, s_cpu) = median["broker"], median["baseline"]
-                ratios = ", ".join(f"{r['broker'][0] / r['baseline'][0]:.2f}" for r in rounds)
+                        used = cpu_seconds(pid[who])
+                        rps[who], p50, p99 = wrk(url[who], connections, args.seconds)
+                        cpu[who] += cpu_seconds(pid[who]) - used
+                        served[who] += rps[who] * args.seconds
+                        p50s[who].append(p50)
+                        p99s[who].append(p99)
+                    ratios.append(rps["broker"] / rps["baseline"])
+                elapsed = args.slices * args.seconds
+                b_rps, s_rps = served["broker"] / elapsed, served["baseline"] / elapsed
+                b_cpu, s_cpu = (cpu[who] / served[who] * 1e6 for who in ("broker", "baseline"))
+                b50, s50 = (statistics.median(p50s[who]) for who in ("broker", "baseline"))
+                b99, s99 = (statistics.median(p99s[who]) for who in ("broker", "baseline"))
+                spread = f" (slices: {min(ratios):.2f}-{max(ratios):.2f}"
+                if len(ratios) >= 4:
+                    low, middle, high = statistics.quantiles(ratios, n=4)
+                    spread += f", median {middle:.2f}, quartiles {low:.2f}-{high:.2f}"
+                spread += ")"
                 rows.append((f"GET {fmt}, {connections} conn: requests/s",
                              f"{b_rps:,.0f}", f"{s_rps:,.0f}",
-                             f"{b_rps / s_rps:.2f} x baseline"
-                             + (f" (rounds: {ratios})" if len(rounds) > 1 else "")
+                             f"{b_rps / s_rps:.2f} x baseline" + spread
                              + (" (target >= 0.9)" if connections > 1 else "")))
                 rows.append((f"GET {fmt}, {connections} conn: CPU per request (user + sys)",
                              f"{b_cpu:.1f} us", f"{s_cpu:.1f} us", ""))
-                rows.append((f"GET {fmt}, {connections} conn: p50 / p99 latency",
+                rows.append((f"GET {fmt}, {connections} conn: p50 / p99 latency (median slice)",
                              f"{b50:.3f} / {b99:.3f} ms", f"{s50:.3f} / {s99:.3f} ms",
                              f"p99 {b99 - s99:+.3f} ms vs baseline (target <= +0.5)"))
         hit_calls = proxy.count("GetSecretValue") - calls_before
@@ -495,8 +505,8 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     table = [
         f"Run {stamp}{' (smoke run: numbers not meaningful)' if args.smoke else ''} by "
-        f"`bash bench/run`, {args.seconds} s per wrk run, {args.rounds} broker/baseline "
-        f"round(s) per cache-hit row (the row shows the round with the median ratio). "
+        f"`bash bench/run`; each cache-hit row is {args.slices} broker/baseline pairs of "
+        f"{args.seconds} s wrk slices, alternating (requests/s and the ratio over all slices). "
         f"Machine: {machine()}.",
         "",
         "| measurement | broker | static axum baseline | ratio / target |",
