@@ -360,6 +360,18 @@ mod tests {
         );
     }
 
+    /// `field` of every line in the audit file at `path`, in file order.
+    fn written(path: &std::path::Path, field: &str) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).unwrap();
+                line[field].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
     #[test]
     fn buffers_are_merged_in_time_order_and_ties_keep_buffer_order() {
         let line = |time: &str, tag: &str| {
@@ -412,16 +424,9 @@ mod tests {
             }
         });
         sink.flush();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let times: Vec<String> = text
-            .lines()
-            .map(|line| {
-                let line: serde_json::Value = serde_json::from_str(line).unwrap();
-                line["timestamp"].as_str().unwrap().to_owned()
-            })
-            .collect();
+        let times = written(&path, "timestamp");
         assert_eq!(times.len(), 400);
-        assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{text}");
+        assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
     }
 
     #[tokio::test]
@@ -457,14 +462,7 @@ mod tests {
             .await
             .expect("woken");
         sink.flush();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let versions: Vec<String> = text
-            .lines()
-            .map(|line| {
-                let line: serde_json::Value = serde_json::from_str(line).unwrap();
-                line["version_id"].as_str().unwrap().to_owned()
-            })
-            .collect();
+        let versions = written(&path, "version_id");
         assert_eq!(versions.len(), writers * each);
         for thread in 0..writers {
             let prefix = format!("t{thread}-");
