@@ -265,11 +265,7 @@ mod tests {
 
     #[test]
     fn lines_reach_the_file_on_flush_and_the_file_is_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let sink = AuditSink::open(&AuditConfig::File(path.clone()))
-            .unwrap()
-            .unwrap();
+        let (_dir, path, sink) = file_sink();
         sink.write(&EVENT);
         sink.write(&Event {
             result: "forbidden",
@@ -360,6 +356,16 @@ mod tests {
         );
     }
 
+    /// A sink writing to a new audit file in a temporary directory (removed when dropped).
+    fn file_sink() -> (tempfile::TempDir, std::path::PathBuf, Arc<AuditSink>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = AuditSink::open(&AuditConfig::File(path.clone()))
+            .unwrap()
+            .unwrap();
+        (dir, path, sink)
+    }
+
     /// `field` of every line in the audit file at `path`, in file order.
     fn written(path: &std::path::Path, field: &str) -> Vec<String> {
         std::fs::read_to_string(path)
@@ -402,11 +408,7 @@ mod tests {
 
     #[test]
     fn lines_of_several_threads_are_written_in_time_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let sink = AuditSink::open(&AuditConfig::File(path.clone()))
-            .unwrap()
-            .unwrap();
+        let (_dir, path, sink) = file_sink();
         std::thread::scope(|scope| {
             for thread in 0..4 {
                 let sink = &sink;
@@ -431,11 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_lines_all_reach_the_file_in_order_and_a_full_buffer_wakes_the_flusher() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let sink = AuditSink::open(&AuditConfig::File(path.clone()))
-            .unwrap()
-            .unwrap();
+        let (_dir, path, sink) = file_sink();
         let writers = 4;
         let each = 1000;
         std::thread::scope(|scope| {
