@@ -191,25 +191,8 @@ impl Broker {
     pub async fn get(&self, db: &str) -> Result<Served, BrokerError> {
         let (name, state) = self.lookup(db)?;
         let arrived = Instant::now();
-        if let Some(credentials) = self.cache.get(name).await {
-            let age = arrived.saturating_duration_since(credentials.fetched);
-            if age < self.ttl {
-                DbCounters::inc(&state.counters.hits);
-                return Ok(Served {
-                    credentials,
-                    stale: false,
-                    age,
-                });
-            }
-            if age < self.ttl + self.max_stale {
-                DbCounters::inc(&state.counters.stale_lookups);
-                Self::note_stale(name, state, age);
-                return Ok(Served {
-                    credentials,
-                    stale: true,
-                    age,
-                });
-            }
+        if let Some(served) = self.cached_at(name, state, arrived) {
+            return Ok(served);
         }
         DbCounters::inc(&state.counters.misses);
         let credentials = self
@@ -227,6 +210,38 @@ impl Broker {
         Ok(Served::fresh(credentials))
     }
 
+    /// What [`get`](Self::get) answers for `db` when the cache can answer without waiting:
+    /// `Ok(None)` when the source has to be asked.
+    pub fn cached(&self, db: &str) -> Result<Option<Served>, BrokerError> {
+        let (name, state) = self.lookup(db)?;
+        Ok(self.cached_at(name, state, Instant::now()))
+    }
+
+    /// The cached credentials of `name` as served at `now`: fresh within the TTL, stale within
+    /// the stale allowance after it, else `None`. Counts the lookup when it is answered.
+    fn cached_at(&self, name: &DbName, state: &DbState, now: Instant) -> Option<Served> {
+        let credentials = self.cache.get(name)?;
+        let age = now.saturating_duration_since(credentials.fetched);
+        if age < self.ttl {
+            DbCounters::inc(&state.counters.hits);
+            return Some(Served {
+                credentials,
+                stale: false,
+                age,
+            });
+        }
+        if age < self.ttl + self.max_stale {
+            DbCounters::inc(&state.counters.stale_lookups);
+            Self::note_stale(name, state, age);
+            return Some(Served {
+                credentials,
+                stale: true,
+                age,
+            });
+        }
+        None
+    }
+
     /// Fetches `db` from the source now, the call a client makes after its login failed.
     ///
     /// Answered without an upstream call when `known_version` (the version the caller has)
@@ -241,7 +256,7 @@ impl Broker {
     ) -> Result<Served, BrokerError> {
         let (name, state) = self.lookup(db)?;
         let arrived = Instant::now();
-        if let Some(cached) = self.cache.get(name).await {
+        if let Some(cached) = self.cache.get(name) {
             let superseded = known_version.is_some_and(|known| known != cached.version_id);
             let recent = cached.fetched.elapsed() < self.rotation.refresh_min_interval;
             if superseded || recent {
@@ -379,9 +394,7 @@ impl Broker {
             Ok(credentials) => {
                 flight.failures = 0;
                 flight.retry_at = None;
-                self.cache
-                    .insert(name.clone(), Arc::clone(credentials))
-                    .await;
+                self.cache.insert(name.clone(), Arc::clone(credentials));
                 if state.serving_stale.swap(false, Ordering::AcqRel) {
                     info!(db = %name, "the secret source answers again; serving fresh credentials");
                 }
@@ -390,7 +403,7 @@ impl Broker {
             Err(err) => {
                 if matches!(err, BrokerError::Deleted(_)) {
                     // Nothing stale is worth serving for a database that no longer exists.
-                    self.cache.invalidate(name).await;
+                    self.cache.invalidate(name);
                 }
                 flight.failures = flight.failures.saturating_add(1);
                 let delay = self.backoff(flight.failures);
@@ -811,6 +824,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cached_answers_from_the_cache_alone_and_none_until_a_fetch() {
+        let h = default_harness();
+        assert!(matches!(
+            h.broker.cached("nope"),
+            Err(BrokerError::UnknownDatabase)
+        ));
+        assert!(h.broker.cached("orders").unwrap().is_none());
+        assert_eq!(h.calls.load(Ordering::SeqCst), 0, "cached never fetches");
+        h.broker.get("orders").await.unwrap();
+        let served = h
+            .broker
+            .cached("orders")
+            .unwrap()
+            .expect("cached after a get");
+        assert_eq!(served.credentials.version_id, "v1");
+        assert!(!served.stale);
+        assert_eq!(h.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn concurrent_cold_gets_share_one_fetch() {
         let h = default_harness();
         let broker = Arc::clone(&h.broker);
@@ -879,12 +912,14 @@ mod tests {
         let stale = h.broker.get("orders").await.unwrap();
         assert!(stale.stale);
         assert!(stale.age >= Duration::from_millis(300));
+        assert!(h.broker.cached("orders").unwrap().expect("stale").stale);
         assert_eq!(
             h.calls.load(Ordering::SeqCst),
             1,
             "a stale serve does not call upstream"
         );
         tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(h.broker.cached("orders").unwrap().is_none(), "expired");
         assert!(matches!(
             h.broker.get("orders").await,
             Err(BrokerError::Expired(_))

@@ -1,10 +1,11 @@
 //! The credential cache: moka with a lifetime (the TTL plus the stale allowance) and a capacity.
-//! Freshness, single-flight and backoff are decided by the broker, which owns the fill path.
+//! Freshness, single-flight and backoff are decided by the broker, which owns the fill path, so
+//! the cache is moka's synchronous one: a cache hit is answered without a future.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::future::Cache;
+use moka::sync::Cache;
 
 use crate::credentials::{Credentials, DbName};
 
@@ -25,17 +26,17 @@ impl CredentialCache {
     }
 
     /// The cached credentials for `db`, if present and within their lifetime.
-    pub(crate) async fn get(&self, db: &DbName) -> Option<Arc<Credentials>> {
-        self.inner.get(db).await
+    pub(crate) fn get(&self, db: &DbName) -> Option<Arc<Credentials>> {
+        self.inner.get(db)
     }
 
     /// Drops whatever is cached for `db`.
-    pub(crate) async fn invalidate(&self, db: &DbName) {
-        self.inner.invalidate(db).await;
+    pub(crate) fn invalidate(&self, db: &DbName) {
+        self.inner.invalidate(db);
     }
 
     /// Replaces whatever is cached for `db`.
-    pub(crate) async fn insert(&self, db: DbName, credentials: Arc<Credentials>) {
-        self.inner.insert(db, credentials).await;
+    pub(crate) fn insert(&self, db: DbName, credentials: Arc<Credentials>) {
+        self.inner.insert(db, credentials);
     }
 }

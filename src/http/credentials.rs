@@ -65,7 +65,7 @@ pub(crate) async fn get(
 
 /// The database and format of a plain credentials read, `GET /credentials/{db}` with a valid
 /// name as it stands (nothing percent-encoded) and no query or just `format=<letters>`: the
-/// requests the front layer answers through [`read`] without the router. Any other request
+/// requests the front layer answers through [`read_now`] or [`read`] without the router. Any other request
 /// goes through the router to [`get`], which gives the same answer for these.
 pub(crate) fn plain_read<'a>(method: &Method, uri: &'a Uri) -> Option<(&'a str, Option<&'a str>)> {
     if method != Method::GET {
@@ -98,27 +98,64 @@ pub(crate) async fn read(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let result = async {
-        if !client.scope.allows(db) {
-            return Err(ApiError::Forbidden);
-        }
-        let format = match format? {
-            None => Format::Json,
-            Some(name) => name.parse().map_err(|()| ApiError::InvalidFormat)?,
-        };
+        let format = checked(client, db, format)?;
         let served = state
             .broker
             .get(db)
             .await
             .map_err(|e| ApiError::from_broker(db, e))?;
-        if matches_etag(headers, &served.credentials.version_id) {
-            let mut response = StatusCode::NOT_MODIFIED.into_response();
-            add_headers(&mut response, &served);
-            return Ok((response, served, true));
-        }
-        Ok((respond(&served, format)?, served, false))
+        answer(served, format, headers)
     }
     .await;
     audited(state, client, db, Action::Read, result)
+}
+
+/// What [`read`] answers, when that needs no wait: a refusal, or credentials in the cache
+/// (nearly every read). `None` when the source has to be asked; nothing is recorded then.
+pub(crate) fn read_now(
+    state: &ApiState,
+    client: &Client,
+    db: &str,
+    format: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Result<Response, ApiError>> {
+    let result = checked(client, db, Ok(format)).and_then(|format| match state.broker.cached(db) {
+        Ok(Some(served)) => Ok(Some(answer(served, format, headers)?)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(ApiError::from_broker(db, e)),
+    });
+    let result = result.transpose()?;
+    Some(audited(state, client, db, Action::Read, result))
+}
+
+/// The format of a read of `db` by `client`, once the client may read it.
+fn checked(
+    client: &Client,
+    db: &str,
+    format: Result<Option<&str>, ApiError>,
+) -> Result<Format, ApiError> {
+    if !client.scope.allows(db) {
+        return Err(ApiError::Forbidden);
+    }
+    match format? {
+        None => Ok(Format::Json),
+        Some(name) => name.parse().map_err(|()| ApiError::InvalidFormat),
+    }
+}
+
+/// The answer to a read of `served` in `format`: a 304 when `If-None-Match` in `headers` names
+/// its version. The flag says which.
+fn answer(
+    served: Served,
+    format: Format,
+    headers: &HeaderMap,
+) -> Result<(Response, Served, bool), ApiError> {
+    if matches_etag(headers, &served.credentials.version_id) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        add_headers(&mut response, &served);
+        return Ok((response, served, true));
+    }
+    Ok((respond(&served, format)?, served, false))
 }
 
 pub(crate) async fn refresh(

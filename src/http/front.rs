@@ -30,8 +30,9 @@ use crate::clients::Client;
 /// in progress, 503 `overloaded` at once, never a queue); the guard; and the request timeout
 /// (504 `request_timeout`), whose timer is only armed once the answer has to wait.
 ///
-/// A plain read (see [`credentials::plain_read`]), nearly every request in practice, goes
-/// straight to [`credentials::read`]; every other request goes through the router.
+/// A plain read (see [`credentials::plain_read`]), nearly every request in practice, is
+/// answered at once by [`credentials::read_now`] when the cache has the credentials, else by
+/// [`credentials::read`]; every other request goes through the router.
 #[derive(Debug, Clone)]
 pub struct Front {
     state: Arc<ApiState>,
@@ -73,13 +74,21 @@ impl Front {
     }
 
     fn answer(&self, request: Request, client: Arc<Client>) -> Answer {
-        if credentials::plain_read(request.method(), request.uri()).is_none() {
+        let Some((db, format)) = credentials::plain_read(request.method(), request.uri()) else {
             let mut request = request;
             request.extensions_mut().insert(Caller(client));
             return Answer::Routed {
                 future: self.router.clone().oneshot(request),
             };
+        };
+        if let Some(answer) =
+            credentials::read_now(&self.state, &client, db, format, request.headers())
+        {
+            return Answer::Given {
+                response: Some(answer.into_response()),
+            };
         }
+        // Not in the cache: wait for the source.
         let state = Arc::clone(&self.state);
         let (parts, _) = request.into_parts();
         Answer::Direct {
@@ -128,7 +137,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
 pin_project! {
     #[project = AnswerProj]
     enum Answer {
-        // Given without a handler: overloaded, or refused by the guard.
+        // Given at once: overloaded, refused by the guard, or a plain read the cache answered.
         Given { response: Option<Response> },
         Direct { future: Pin<Box<dyn Future<Output = Response> + Send>> },
         Routed { #[pin] future: Oneshot<Router, Request> },
