@@ -253,10 +253,46 @@ fn matches_etag(headers: &HeaderMap, version: &str) -> bool {
 
 fn add_headers(response: &mut Response, served: &Served) {
     let headers = response.headers_mut();
-    headers.insert(header::AGE, HeaderValue::from(served.age.as_secs()));
+    headers.insert(header::AGE, age_value(served.age.as_secs()));
     if let Ok(etag) = HeaderValue::from_maybe_shared(served.credentials.etag().clone()) {
         headers.insert(header::ETAG, etag);
     }
+}
+
+/// The numbers 0 to 999 written one after another, `0123456789101112…998999`: the text of
+/// `Age` values, so that the usual ones take no allocation (`HeaderValue::from(u64)` makes one).
+static AGE_TEXT: [u8; 2890] = age_text();
+
+const fn age_text() -> [u8; 2890] {
+    const DIGITS: &[u8; 10] = b"0123456789";
+    let mut text = [0; 2890];
+    let (mut n, mut at) = (0, 0);
+    while n < 1000 {
+        if n >= 100 {
+            text[at] = DIGITS[n / 100];
+            at += 1;
+        }
+        if n >= 10 {
+            text[at] = DIGITS[n / 10 % 10];
+            at += 1;
+        }
+        text[at] = DIGITS[n % 10];
+        at += 1;
+        n += 1;
+    }
+    text
+}
+
+/// The `Age` header value of `seconds`.
+fn age_value(seconds: u64) -> HeaderValue {
+    let (start, len) = match usize::try_from(seconds) {
+        Ok(n @ 0..10) => (n, 1),
+        Ok(n @ 10..100) => (10 + (n - 10) * 2, 2),
+        Ok(n @ 100..1000) => (190 + (n - 100) * 3, 3),
+        _ => return HeaderValue::from(seconds),
+    };
+    let text = std::str::from_utf8(&AGE_TEXT[start..start + len]).expect("ASCII digits");
+    HeaderValue::from_static(text)
 }
 
 fn respond(served: &Served, format: Format) -> Result<Response, ApiError> {
@@ -278,6 +314,13 @@ fn respond(served: &Served, format: Format) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn age_values_are_the_seconds_in_decimal() {
+        for seconds in (0..1100).chain([9_999, u64::MAX]) {
+            assert_eq!(age_value(seconds).to_str().unwrap(), seconds.to_string());
+        }
+    }
 
     #[test]
     fn entity_tags_match_with_or_without_quotes_weakness_and_lists() {
