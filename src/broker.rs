@@ -6,7 +6,6 @@
 //! their master user secret and endpoint, cached apart with a longer TTL. Nothing here knows
 //! about HTTP.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -107,7 +106,7 @@ struct DbState {
 
 /// Serves credentials for the configured databases.
 pub struct Broker {
-    dbs: HashMap<DbName, DbState>,
+    dbs: foldhash::HashMap<DbName, DbState>,
     cache: CredentialCache,
     source: Box<dyn Source>,
     rds: Option<Box<dyn RdsApi>>,
@@ -162,7 +161,7 @@ impl Broker {
                 };
                 (name, state)
             })
-            .collect::<HashMap<_, _>>();
+            .collect::<foldhash::HashMap<_, _>>();
         let mut counters: Vec<_> = dbs
             .iter()
             .map(|(name, state)| (name.clone(), Arc::clone(&state.counters)))

@@ -11,7 +11,7 @@ use crate::credentials::{Credentials, DbName};
 
 #[derive(Debug, Clone)]
 pub(crate) struct CredentialCache {
-    inner: Cache<DbName, Arc<Credentials>>,
+    inner: Cache<DbName, Arc<Credentials>, foldhash::fast::RandomState>,
 }
 
 impl CredentialCache {
@@ -21,7 +21,7 @@ impl CredentialCache {
             inner: Cache::builder()
                 .time_to_live(lifetime)
                 .max_capacity(capacity)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 

@@ -2,7 +2,6 @@
 //! `credential_broker_access_total{client,db,result}`. Events carry the time, client, database,
 //! action, result and version id; never a secret.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{IntCounter, IntCounterVec};
@@ -115,7 +114,7 @@ impl Audit {
 struct AccessCounter {
     vec: IntCounterVec,
     /// Per configured database, per client index: the `ok` and `not_modified` series.
-    served: HashMap<DbName, Box<[[OnceLock<IntCounter>; 2]]>>,
+    served: foldhash::HashMap<DbName, Box<[[OnceLock<IntCounter>; 2]]>>,
 }
 
 impl AccessCounter {
