@@ -65,8 +65,8 @@ pub(crate) async fn get(
 
 /// The database and format of a plain credentials read, `GET /credentials/{db}` with a valid
 /// name as it stands (nothing percent-encoded) and no query or just `format=<letters>`: the
-/// requests the front layer answers through [`read_now`] or [`read`] without the router. Any other request
-/// goes through the router to [`get`], which gives the same answer for these.
+/// requests the front layer answers through [`read_now`] or [`read`] without the router. Any
+/// other request goes through the router to [`get`], which gives the same answer for these.
 pub(crate) fn plain_read<'a>(method: &Method, uri: &'a Uri) -> Option<(&'a str, Option<&'a str>)> {
     if method != Method::GET {
         return None;
