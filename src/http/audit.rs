@@ -86,11 +86,12 @@ impl Audit {
             Ok(Outcome::NotModified(version)) => ("not_modified", version, Some(1)),
             Err(err) => (err.code(), "", None),
         };
-        self.access.inc(client, db, result, slot);
+        let configured = self.access.inc(client, db, result, slot);
         let client = client.map_or(UNAUTHENTICATED, |c| c.name.as_str());
         if let Some(sink) = &self.sink {
-            // A name that is not a valid database name is not echoed: it is caller input.
-            let db = if DbName::check(db).is_ok() {
+            // A name that is not a valid database name is not echoed: it is caller input. A
+            // configured one was checked when the configuration was loaded.
+            let db = if configured || DbName::check(db).is_ok() {
                 db
             } else {
                 "(invalid)"
@@ -119,7 +120,8 @@ struct AccessCounter {
 
 impl AccessCounter {
     /// Counts one request with `result`; `slot` (0: `ok`, 1: `not_modified`) for answered ones.
-    fn inc(&self, client: Option<&Client>, db: &str, result: &str, slot: Option<usize>) {
+    /// Says whether `db` is a configured database.
+    fn inc(&self, client: Option<&Client>, db: &str, result: &str, slot: Option<usize>) -> bool {
         let per_client = self.served.get(db);
         if let (Some(per_client), Some(client), Some(slot)) = (per_client, client, slot)
             && let Some(slots) = per_client.get(client.index)
@@ -127,10 +129,11 @@ impl AccessCounter {
             slots[slot]
                 .get_or_init(|| self.vec.with_label_values(&[&client.name, db, result]))
                 .inc();
-            return;
+            return true;
         }
         let client = client.map_or(UNAUTHENTICATED, |c| c.name.as_str());
         let db = if per_client.is_some() { db } else { OTHER_DB };
         self.vec.with_label_values(&[client, db, result]).inc();
+        per_client.is_some()
     }
 }
