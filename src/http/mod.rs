@@ -219,6 +219,11 @@ mod tests {
     }
 
     fn app() -> (Front, Router) {
+        app_with_audit(None)
+    }
+
+    /// The test API with its audit events going to `audit`.
+    fn app_with_audit(audit: Option<Arc<AuditSink>>) -> (Front, Router) {
         let db = |id: &str| DatabaseConfig {
             secret: crate::config::SecretRef::SecretId(id.into()),
             host: None,
@@ -270,7 +275,7 @@ mod tests {
                     ],
                     Duration::from_secs(5),
                 ))),
-                None,
+                audit,
                 metrics.clone(),
                 Limits {
                     max_header_bytes: 1024,
@@ -427,6 +432,43 @@ mod tests {
                 r#"credential_broker_access_total{client="orders-only",db="orders",result="not_modified"} 2"#,
                 r#"credential_broker_access_total{client="all",db="other",result="unknown_database"} 1"#,
             ],
+        );
+    }
+
+    #[tokio::test]
+    async fn the_audit_trail_echoes_database_names_only_when_they_are_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = AuditSink::open(&crate::config::AuditConfig::File(path.clone()))
+            .unwrap()
+            .unwrap();
+        let (api, _) = app_with_audit(Some(Arc::clone(&sink)));
+        let all = format!("Bearer {TOKEN}");
+        let all = [("authorization", all.as_str())];
+        for (uri, headers, status) in [
+            ("/credentials/orders", &all[..], StatusCode::OK),
+            (
+                "/credentials/not-configured",
+                &all[..],
+                StatusCode::NOT_FOUND,
+            ),
+            ("/credentials/a%22b", &[][..], StatusCode::UNAUTHORIZED),
+        ] {
+            assert_eq!(
+                call(&api, Method::GET, uri, headers).await.0,
+                status,
+                "{uri}"
+            );
+        }
+        sink.flush();
+        let dbs: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["db"].to_string())
+            .collect();
+        assert_eq!(
+            dbs,
+            [r#""orders""#, r#""not-configured""#, r#""(invalid)""#]
         );
     }
 
