@@ -4,9 +4,7 @@
 //! and at shutdown; a request costs an uncontended lock and no system call. The events come
 //! from `http::audit`; none holds a secret.
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -125,18 +123,12 @@ impl std::fmt::Debug for AuditSink {
 
 impl AuditSink {
     /// The sink `config` names; `None` when auditing is off. Opens (creating with mode 0600, and
-    /// appending to) the audit file.
+    /// appending to) the audit file, which must be a regular file.
     pub fn open(config: &AuditConfig) -> std::io::Result<Option<Arc<Self>>> {
         let out: Box<dyn Write + Send> = match config {
             AuditConfig::Off => return Ok(None),
             AuditConfig::Stderr => Box::new(std::io::stderr()),
-            AuditConfig::File(path) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?,
-            ),
+            AuditConfig::File(path) => Box::new(crate::files::open_append_regular(path)?),
         };
         Ok(Some(Arc::new(Self {
             shards: (0..SHARDS)

@@ -17,14 +17,13 @@ use crate::cache::CredentialCache;
 use crate::config::{CacheConfig, DatabaseConfig, RotationConfig, SecretRef, UpstreamConfig};
 use crate::credentials::{Credentials, DbName, Defaults, MalformedSecret};
 use crate::metrics::{DbCounters, Metrics};
+use crate::source::rds::SECRET_STATUSES;
 use crate::source::{RdsApi, SecretMetadata, Source, SourceError, Stage, Topology};
 
 /// How many background fetches (warm-up and refresh-ahead) run at once across all databases.
 const BACKGROUND_CONCURRENCY: usize = 8;
 /// Background refresh starts at a random point between these fractions of the TTL.
 const REFRESH_AHEAD: (f64, f64) = (0.80, 0.90);
-/// The values `MasterUserSecret.SecretStatus` takes, each a series of the status gauge.
-const SECRET_STATUSES: [&str; 4] = ["creating", "active", "rotating", "impaired"];
 
 /// Why the broker could not return credentials.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,7 +67,8 @@ impl Served {
 pub struct Readiness<'a> {
     /// Databases not fetched successfully yet.
     pub not_ready: Vec<&'a DbName>,
-    /// Databases served, but whose RDS secret status is `impaired`.
+    /// Databases served, but whose RDS secret status is `impaired`, or whose latest secret value
+    /// was rejected as malformed (the last good credentials are served).
     pub degraded: Vec<&'a DbName>,
 }
 
@@ -90,7 +90,7 @@ struct DbState {
     flight: tokio::sync::Mutex<Flight>,
     /// When the background task should fetch next (refresh-ahead or retry after backoff).
     next_fetch: Mutex<Option<Instant>>,
-    /// Wakes the background task when `next_fetch` is first set.
+    /// Wakes the background task when `next_fetch` is first set, or set to now.
     wake: Notify,
     /// Set while stale credentials are served, so that each outage is logged once.
     serving_stale: AtomicBool,
@@ -100,6 +100,9 @@ struct DbState {
     topology: Mutex<Option<(Instant, Arc<Topology>)>>,
     /// `DescribeSecret` saw an `AWSPENDING` version: fetch it with the next fetch.
     pending_hint: AtomicBool,
+    /// The last fetch found a value that is not credentials: the last good credentials are
+    /// served, marked stale, until a fetch succeeds again (or they expire).
+    rejected: AtomicBool,
     /// This database's event counters (lookups, stale serves, rotations, ...).
     counters: Arc<DbCounters>,
 }
@@ -157,6 +160,7 @@ impl Broker {
                     last_version: Mutex::new(None),
                     topology: Mutex::new(None),
                     pending_hint: AtomicBool::new(false),
+                    rejected: AtomicBool::new(false),
                     counters: Arc::default(),
                 };
                 (name, state)
@@ -216,12 +220,13 @@ impl Broker {
         Ok(self.cached_at(name, state, Instant::now()))
     }
 
-    /// The cached credentials of `name` as served at `now`: fresh within the TTL, stale within
-    /// the stale allowance after it, else `None`. Counts the lookup when it is answered.
+    /// The cached credentials of `name` as served at `now`: fresh within the TTL (unless the
+    /// source's latest value was rejected as malformed), stale within the stale allowance after
+    /// it, else `None`. Counts the lookup when it is answered.
     fn cached_at(&self, name: &DbName, state: &DbState, now: Instant) -> Option<Served> {
         let credentials = self.cache.get(name)?;
         let age = now.saturating_duration_since(credentials.fetched);
-        if age < self.ttl {
+        if age < self.ttl && !state.rejected.load(Ordering::Acquire) {
             DbCounters::inc(&state.counters.hits);
             return Some(Served {
                 credentials,
@@ -258,7 +263,9 @@ impl Broker {
         if let Some(cached) = self.cache.get(name) {
             let superseded = known_version.is_some_and(|known| known != cached.version_id);
             let recent = cached.fetched.elapsed() < self.rotation.refresh_min_interval;
-            if superseded || recent {
+            // A rejected value may have been corrected since: always ask again.
+            let rejected = state.rejected.load(Ordering::Acquire);
+            if (superseded || recent) && !rejected {
                 debug!(db = %name, superseded, recent, "refresh answered from the cache");
                 return Ok(Served::fresh(cached));
             }
@@ -279,10 +286,10 @@ impl Broker {
                 .topology
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if topology
+            let impaired = topology
                 .as_ref()
-                .is_some_and(|(_, t)| t.secret_status.as_deref() == Some("impaired"))
-            {
+                .is_some_and(|(_, t)| t.secret_status.as_deref() == Some("impaired"));
+            if impaired || state.rejected.load(Ordering::Acquire) {
                 degraded.push(name);
             }
         }
@@ -325,7 +332,10 @@ impl Broker {
             let describe_due = state.ready.load(Ordering::Acquire).then_some(next_describe);
             let wake_at = describe_due.map_or(due, |d| d.min(due));
             if wake_at > Instant::now() {
-                tokio::time::sleep_until(wake_at.into()).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake_at.into()) => {}
+                    () = state.wake.notified() => {}
+                }
                 continue; // `next_fetch` may have moved meanwhile (a refresh, a retry).
             }
             let Ok(_permit) = self.background.acquire().await else {
@@ -342,6 +352,19 @@ impl Broker {
                 Box::pin(self.describe(name, state)).await;
                 next_describe = Instant::now() + self.rotation.describe_interval;
             }
+        }
+    }
+
+    /// Has the background task fetch every database now, whatever its schedule (the backoff of
+    /// a failing one included): what SIGHUP asks for.
+    pub fn fetch_all_now(&self) {
+        let now = Instant::now();
+        for state in self.dbs.values() {
+            *state
+                .next_fetch
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(now);
+            state.wake.notify_one();
         }
     }
 
@@ -393,6 +416,7 @@ impl Broker {
             Ok(credentials) => {
                 flight.failures = 0;
                 flight.retry_at = None;
+                state.rejected.store(false, Ordering::Release);
                 self.cache.insert(name.clone(), Arc::clone(credentials));
                 if state.serving_stale.swap(false, Ordering::AcqRel) {
                     info!(db = %name, "the secret source answers again; serving fresh credentials");
@@ -400,9 +424,23 @@ impl Broker {
                 now + self.ttl.mul_f64(fastrand_between(REFRESH_AHEAD))
             }
             Err(err) => {
-                if matches!(err, BrokerError::Deleted(_)) {
-                    // Nothing stale is worth serving for a database that no longer exists.
-                    self.cache.invalidate(name);
+                match err {
+                    // A definite "does not exist" (the secret deleted or scheduled for deletion,
+                    // the RDS database gone): nothing stale is served, so a deletion revokes.
+                    BrokerError::Deleted(_) => self.cache.invalidate(name),
+                    BrokerError::Source(source) if !source.is_outage() => {
+                        if self.cache.get(name).is_some() {
+                            warn!(db = %name, error = %source, "the secret no longer exists upstream; its credentials are no longer served");
+                        }
+                        self.cache.invalidate(name);
+                    }
+                    // A new value that is not credentials: the last good ones are still served,
+                    // marked stale, within the stale allowance.
+                    BrokerError::Malformed { .. } => {
+                        state.rejected.store(true, Ordering::Release);
+                        DbCounters::inc(&state.counters.malformed);
+                    }
+                    _ => {}
                 }
                 flight.failures = flight.failures.saturating_add(1);
                 let delay = self.backoff(flight.failures);

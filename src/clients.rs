@@ -2,17 +2,20 @@
 //! uid) and which databases each may read. Tokens are kept only as SHA-256 digests, compared in
 //! constant time, and token files are re-read so that a rotated token takes effect.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use prometheus::IntCounterVec;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{ClientConfig, Scope, TokenSource, read_token_file};
+use crate::metrics::Metrics;
 
 /// A recognised caller.
 #[derive(Debug)]
@@ -49,6 +52,28 @@ impl TokenDigest {
 /// The current token of each client that has one, by client index.
 struct Tokens(Vec<(usize, TokenDigest)>);
 
+/// The pairs of client indexes (lower first) whose tokens are the same.
+fn duplicate_pairs(tokens: &[(usize, TokenDigest)]) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for (i, (a, first)) in tokens.iter().enumerate() {
+        for (b, second) in &tokens[i + 1..] {
+            if bool::from(first.0.ct_eq(&second.0)) {
+                pairs.push(((*a).min(*b), (*a).max(*b)));
+            }
+        }
+    }
+    pairs
+}
+
+/// What the last reloads found wrong, so that each problem is logged once.
+#[derive(Debug, Default)]
+struct Problems {
+    /// Clients whose token file is unusable, with why.
+    unusable: BTreeMap<usize, String>,
+    /// Pairs of clients whose token files hold the same token.
+    conflicts: BTreeSet<(usize, usize)>,
+}
+
 /// Every configured client, with tokens that can be replaced while the broker runs.
 pub struct Clients {
     all: Vec<Arc<Client>>,
@@ -56,6 +81,9 @@ pub struct Clients {
     /// Token files to re-read, by client index.
     files: Vec<(usize, PathBuf)>,
     reload_interval: Duration,
+    problems: Mutex<Problems>,
+    /// `credential_broker_token_reload_failures_total{client,reason}`.
+    failures: IntCounterVec,
 }
 
 impl std::fmt::Debug for Clients {
@@ -68,7 +96,7 @@ impl std::fmt::Debug for Clients {
 }
 
 impl Clients {
-    pub fn new(configs: Vec<ClientConfig>, reload_interval: Duration) -> Self {
+    pub fn new(configs: Vec<ClientConfig>, reload_interval: Duration, metrics: &Metrics) -> Self {
         let mut clients = Vec::new();
         let mut tokens = Vec::new();
         let mut files = Vec::new();
@@ -91,6 +119,8 @@ impl Clients {
             tokens: ArcSwap::from_pointee(Tokens(tokens)),
             files,
             reload_interval,
+            problems: Mutex::default(),
+            failures: metrics.token_reload_failures.clone(),
         }
     }
 
@@ -131,14 +161,20 @@ impl Clients {
     }
 
     /// Re-reads every token file; a changed token replaces the old one at once. A file that
-    /// cannot be read or holds an invalid token leaves that client's current token in place.
+    /// cannot be read or holds an invalid token leaves that client's current token in place
+    /// (logged once per problem). A token that would open two clients is refused: both keep
+    /// their previous tokens, an error names both clients, and so it stays until the files
+    /// differ. Every refusal is counted.
     pub fn reload(&self) {
         if self.files.is_empty() {
             return;
         }
         let current = self.tokens.load();
         let mut next = current.0.clone();
-        let mut changed = Vec::new();
+        let mut problems = self
+            .problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (index, path) in &self.files {
             let name = &self.all[*index].name;
             match read_token_file(path) {
@@ -148,16 +184,60 @@ impl Clients {
                         .iter_mut()
                         .find(|(i, _)| i == index)
                         .expect("a token file belongs to a client with a token");
-                    if !bool::from(slot.1.0.ct_eq(&digest.0)) {
-                        slot.1 = digest;
-                        changed.push(name.as_str());
+                    slot.1 = digest;
+                    if problems.unusable.remove(index).is_some() {
+                        info!(client = %name, "token file usable again");
                     }
                 }
                 Err(why) => {
-                    warn!(client = %name, error = %why, "token file unusable; keeping the current token");
+                    self.failures.with_label_values(&[name, "unusable"]).inc();
+                    if problems.unusable.get(index) != Some(&why) {
+                        warn!(client = %name, error = %why, "token file unusable; keeping the current token");
+                        problems.unusable.insert(*index, why);
+                    }
                 }
             }
         }
+        // Until no token opens two clients: the clients involved keep their current tokens
+        // (which never do, so this ends).
+        let mut conflicts = BTreeSet::new();
+        loop {
+            let pairs = duplicate_pairs(&next);
+            if pairs.is_empty() {
+                break;
+            }
+            for (a, b) in pairs {
+                for index in [a, b] {
+                    let slot = next.iter_mut().find(|(i, _)| *i == index).expect("a slot");
+                    slot.1 = current
+                        .0
+                        .iter()
+                        .find(|(i, _)| *i == index)
+                        .expect("a slot")
+                        .1;
+                }
+                conflicts.insert((a, b));
+            }
+        }
+        for &(a, b) in &conflicts {
+            let (first, second) = (&self.all[a].name, &self.all[b].name);
+            for name in [first, second] {
+                self.failures.with_label_values(&[name, "duplicate"]).inc();
+            }
+            if !problems.conflicts.contains(&(a, b)) {
+                error!(client = %first, other_client = %second, "two clients' token files hold the same token; both keep their previous tokens until the files differ");
+            }
+        }
+        for &(a, b) in problems.conflicts.difference(&conflicts) {
+            info!(client = %self.all[a].name, other_client = %self.all[b].name, "the two clients' tokens differ again");
+        }
+        problems.conflicts = conflicts;
+        let changed: Vec<&str> = next
+            .iter()
+            .zip(&current.0)
+            .filter(|((_, new), (_, old))| !bool::from(new.0.ct_eq(&old.0)))
+            .map(|((index, _), _)| self.all[*index].name.as_str())
+            .collect();
         if !changed.is_empty() {
             self.tokens.store(Arc::new(Tokens(next)));
             info!(clients = ?changed, "token changed; the previous token no longer opens anything");
@@ -219,6 +299,7 @@ mod tests {
                 client("three", None, &[1001], Scope::All),
             ],
             Duration::from_secs(1),
+            &Metrics::new(),
         );
         assert_eq!(
             clients.by_token("token-one-0123456789").unwrap().name,
@@ -252,6 +333,7 @@ mod tests {
                 Scope::All,
             )],
             Duration::from_secs(1),
+            &Metrics::new(),
         );
         assert!(clients.by_token("first-token-0123456789").is_some());
         std::fs::write(&path, "second-token-0123456789").unwrap();
@@ -276,6 +358,7 @@ mod tests {
                 Scope::All,
             )],
             Duration::from_secs(1),
+            &Metrics::new(),
         );
         assert!(!format!("{clients:?}").contains("token-one"));
     }

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod env;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
@@ -42,6 +44,45 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Checks that the duration at `key` lies in `min..=max` (the documented range).
+fn duration_in(
+    key: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            format!(
+                "must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the number at `key` lies in `min..=max` (the documented range).
+fn number_in<T: PartialOrd + fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(key, format!("must be between {min} and {max}")));
+    }
+    Ok(())
+}
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_mins(1);
+const HOUR: Duration = Duration::from_hours(1);
+const WEEK: Duration = Duration::from_hours(7 * 24);
+
 /// The validated configuration the broker runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,6 +95,9 @@ pub struct Config {
     pub log: LogConfig,
     pub audit: AuditConfig,
     pub databases: BTreeMap<DbName, DatabaseConfig>,
+    /// `CREDENTIAL_BROKER_` variables of the environment that are no configuration key (not
+    /// configuration: Kubernetes service links, a token named by `token_env`, …), by name.
+    pub ignored_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +152,23 @@ pub enum AuthConfig {
     },
     /// No token is checked (`auth.disabled = true`); meant for tests and local use only.
     Disabled,
+}
+
+impl AuthConfig {
+    /// The environment variables tokens are read from (`token_env`).
+    fn token_variables(&self) -> impl Iterator<Item = &str> {
+        let clients = match self {
+            Self::Clients { clients, .. } => clients.as_slice(),
+            Self::Disabled => &[],
+        };
+        clients.iter().filter_map(|client| match &client.token {
+            Some(TokenConfig {
+                source: TokenSource::Env(var),
+                ..
+            }) => Some(var.as_str()),
+            _ => None,
+        })
+    }
 }
 
 /// One caller of the credentials API: how it is recognised and what it may read.
@@ -276,10 +337,17 @@ impl Config {
                 "configuration file not found",
             ));
         }
-        Self::from_figment(
-            &Figment::from(Toml::file_exact(path))
-                .merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__")),
-        )
+        let env = Env::prefixed(ENV_PREFIX)
+            .filter(|key| env::is_config_key(key.as_str()))
+            .split("__");
+        let mut config = Self::from_figment(&Figment::from(Toml::file_exact(path)).merge(env))?;
+        let token_vars: BTreeSet<&str> = config.auth.token_variables().collect();
+        config.ignored_env =
+            env::ignored(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))
+                .into_iter()
+                .filter(|name| !token_vars.contains(name.as_str()))
+                .collect();
+        Ok(config)
     }
 
     /// Parses a TOML document without looking at the environment (used by tests and examples).
@@ -367,7 +435,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             max_header_bytes: 8 * 1024,
             max_body_bytes: 16 * 1024,
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -527,12 +595,8 @@ impl Default for RawUpstream {
 
 impl RawUpstream {
     fn validate(self) -> Result<UpstreamConfig, ConfigError> {
-        if self.backoff_initial.is_zero() {
-            return Err(invalid(
-                "upstream.backoff_initial",
-                "must be greater than zero",
-            ));
-        }
+        duration_in("upstream.backoff_initial", self.backoff_initial, MS, HOUR)?;
+        duration_in("upstream.backoff_max", self.backoff_max, MS, HOUR)?;
         if self.backoff_max < self.backoff_initial {
             return Err(invalid(
                 "upstream.backoff_max",
@@ -629,12 +693,18 @@ impl RawConfig {
         let server = self.server.validate()?;
         let cache = self.cache.validate()?;
         let upstream = self.upstream.validate()?;
-        if self.rotation.describe_interval.is_zero() {
-            return Err(invalid(
-                "rotation.describe_interval",
-                "must be greater than zero",
-            ));
-        }
+        duration_in(
+            "rotation.describe_interval",
+            self.rotation.describe_interval,
+            SECOND,
+            WEEK,
+        )?;
+        duration_in(
+            "rotation.refresh_min_interval",
+            self.rotation.refresh_min_interval,
+            Duration::ZERO,
+            HOUR,
+        )?;
         let rotation = RotationConfig {
             describe_interval: self.rotation.describe_interval,
             refresh_min_interval: self.rotation.refresh_min_interval,
@@ -715,6 +785,7 @@ impl RawConfig {
                 level: self.log.level,
             },
             databases,
+            ignored_env: Vec::new(),
         })
     }
 }
@@ -792,26 +863,33 @@ impl RawServer {
                 "\"off\" needs server.unix_socket, or the credentials API would not listen at all",
             ));
         }
-        for (key, value) in [
-            ("server.max_connections", self.max_connections),
-            (
-                "server.max_concurrent_requests",
-                self.max_concurrent_requests,
-            ),
-            ("server.max_header_bytes", self.max_header_bytes),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than zero"));
-            }
-        }
-        for (key, value) in [
-            ("server.request_timeout", self.request_timeout),
-            ("server.header_read_timeout", self.header_read_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be greater than zero"));
-            }
-        }
+        number_in("server.max_connections", self.max_connections, 1, 65_536)?;
+        number_in(
+            "server.max_concurrent_requests",
+            self.max_concurrent_requests,
+            1,
+            65_536,
+        )?;
+        number_in("server.max_header_bytes", self.max_header_bytes, 1, 1 << 20)?;
+        number_in("server.max_body_bytes", self.max_body_bytes, 0, 1 << 20)?;
+        duration_in(
+            "server.request_timeout",
+            self.request_timeout,
+            100 * MS,
+            10 * MINUTE,
+        )?;
+        duration_in(
+            "server.header_read_timeout",
+            self.header_read_timeout,
+            100 * MS,
+            MINUTE,
+        )?;
+        duration_in(
+            "server.shutdown_grace",
+            self.shutdown_grace,
+            Duration::ZERO,
+            10 * MINUTE,
+        )?;
         Ok(ServerConfig {
             listen,
             unix_socket,
@@ -879,9 +957,7 @@ fn validate_auth(
         }
         return Ok(AuthConfig::Disabled);
     }
-    if auth.reload_interval.is_zero() {
-        return Err(invalid("auth.reload_interval", "must be greater than zero"));
-    }
+    duration_in("auth.reload_interval", auth.reload_interval, 100 * MS, HOUR)?;
     let mut clients = Vec::new();
     if let Some(token) = legacy {
         clients.push(ClientConfig {
@@ -1008,11 +1084,16 @@ fn token_config(
     }))
 }
 
-/// Reads and checks a token file: the trimmed content, at least 16 characters.
+/// Reads and checks a token file (a regular file of at most 64 KiB): the trimmed content, at
+/// least 16 characters.
 pub fn read_token_file(path: &Path) -> Result<SecretString, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    check_token(text)
+    let bytes = zeroize::Zeroizing::new(
+        crate::files::read_regular(path, crate::files::MAX_TOKEN_FILE_BYTES)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+    check_token(text.to_owned())
 }
 
 fn check_token(text: String) -> Result<SecretString, String> {
@@ -1021,8 +1102,12 @@ fn check_token(text: String) -> Result<SecretString, String> {
     if trimmed.len() < 16 {
         return Err("the token must be at least 16 characters".to_owned());
     }
-    if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("the token must not contain whitespace".to_owned());
+    // A header value carries visible ASCII only: any other token could never be presented.
+    if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the token must be visible ASCII characters only (no whitespace, control or non-ASCII characters)"
+                .to_owned(),
+        );
     }
     Ok(SecretString::from(trimmed))
 }
@@ -1047,12 +1132,10 @@ impl RawAudit {
 
 impl RawCache {
     fn validate(self) -> Result<CacheConfig, ConfigError> {
-        if self.ttl.is_zero() {
-            return Err(invalid("cache.ttl", "must be greater than zero"));
-        }
-        if self.capacity == 0 {
-            return Err(invalid("cache.capacity", "must be greater than zero"));
-        }
+        duration_in("cache.ttl", self.ttl, SECOND, WEEK)?;
+        duration_in("cache.max_stale", self.max_stale, Duration::ZERO, WEEK)?;
+        duration_in("cache.topology_ttl", self.topology_ttl, SECOND, WEEK)?;
+        number_in("cache.capacity", self.capacity, 1, 1_000_000)?;
         Ok(CacheConfig {
             ttl: self.ttl,
             capacity: self.capacity,
@@ -1070,13 +1153,9 @@ impl RawAws {
             ("aws.attempt_timeout", self.attempt_timeout),
             ("aws.operation_timeout", self.operation_timeout),
         ] {
-            if value.is_zero() {
-                return Err(invalid(key, "must be greater than zero"));
-            }
+            duration_in(key, value, 10 * MS, 5 * MINUTE)?;
         }
-        if self.max_attempts == 0 {
-            return Err(invalid("aws.max_attempts", "must be at least 1"));
-        }
+        number_in("aws.max_attempts", self.max_attempts, 1, 10)?;
         Ok(AwsConfig {
             region: self.region,
             endpoint_url: self.endpoint_url,

@@ -328,7 +328,7 @@ impl Credentials {
             Format::Uri => self.uri(engine)?,
             Format::Jdbc => self.jdbc(engine)?,
             Format::KeyValue => self.keyvalue(engine)?,
-            Format::Env => self.env(engine),
+            Format::Env => self.env(engine)?,
         };
         Ok(body.into_bytes())
     }
@@ -392,6 +392,7 @@ impl Credentials {
             ("user", Some(self.username.as_str())),
             ("password", Some(self.password())),
         ];
+        refuse_nul(pairs.iter().filter_map(|(_, value)| *value))?;
         let mut out = String::with_capacity(256);
         for (key, value) in pairs {
             if let Some(value) = value {
@@ -406,7 +407,7 @@ impl Credentials {
         Ok(out)
     }
 
-    fn env(&self, engine: Engine) -> String {
+    fn env(&self, engine: Engine) -> Result<String, RenderError> {
         let names = match engine {
             Engine::Postgres => ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD"],
             Engine::Mysql | Engine::Mariadb => [
@@ -425,6 +426,7 @@ impl Credentials {
             Some(self.username.as_str()),
             Some(self.password()),
         ];
+        refuse_nul(values.iter().flatten().copied())?;
         let mut out = String::with_capacity(256);
         for (name, value) in names.iter().zip(values) {
             if let Some(value) = value {
@@ -434,7 +436,7 @@ impl Credentials {
                 out.push('\n');
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -490,6 +492,17 @@ pub enum RenderError {
     MissingHost,
     #[error("{0}")]
     Unsupported(&'static str),
+    #[error("a value holds a NUL character, which neither libpq nor a shell can take")]
+    Nul,
+}
+
+/// Refuses values with a NUL character: a C string (libpq) or a shell variable ends there, so
+/// the value could only be cut short.
+fn refuse_nul<'a>(mut values: impl Iterator<Item = &'a str>) -> Result<(), RenderError> {
+    if values.any(|value| value.contains('\0')) {
+        return Err(RenderError::Nul);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

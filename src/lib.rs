@@ -12,10 +12,12 @@ mod cache;
 pub mod clients;
 pub mod config;
 pub mod credentials;
+pub mod files;
 pub mod hardening;
 pub mod healthcheck;
 pub mod http;
 pub mod metrics;
+mod server;
 pub mod source;
 pub mod telemetry;
 

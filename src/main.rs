@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use credential_broker::app::Control;
 use credential_broker::{App, Config, EXIT_USAGE, hardening, healthcheck, telemetry};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
 
 /// Serves rotated database credentials from AWS Secrets Manager on localhost, cached.
 ///
@@ -42,8 +45,33 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("credential-broker: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run());
+    // Nothing the broker reads can block (see `files`), but the exit never waits on the
+    // blocking pool for long whatever is in it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+async fn run() -> ExitCode {
+    // First of all: from here on SIGTERM, SIGINT and SIGHUP are handled, never fatal.
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(err) => {
+            eprintln!("credential-broker: cannot install signal handlers: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = Cli::parse();
     if let Some(Command::Healthcheck {
         url: Some(url),
@@ -81,8 +109,19 @@ async fn main() -> ExitCode {
     if let Err(err) = hardening::harden() {
         tracing::warn!(error = %err, "could not disable core dumps");
     }
-    let result = match App::build(config).await {
-        Ok(app) => app.run(shutdown_signal()).await,
+    let app = tokio::select! {
+        app = App::build(config) => app,
+        () = signals.shutdown() => {
+            tracing::info!("stopped before serving");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let result = match app {
+        Ok(app) => {
+            let (control, commands) = mpsc::channel(4);
+            tokio::spawn(signals.forward(control));
+            app.run(commands).await
+        }
         Err(err) => Err(err),
     };
     match result {
@@ -105,12 +144,41 @@ async fn health(url: &str, timeout: Duration) -> ExitCode {
     }
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// The signals the broker handles: SIGTERM and SIGINT stop it, SIGHUP reloads.
+struct Signals {
+    term: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Completes on the first SIGTERM or SIGINT (SIGHUP is kept for later).
+    async fn shutdown(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
+
+    /// Turns signals into commands for the running app until it stops listening.
+    async fn forward(mut self, control: mpsc::Sender<Control>) {
+        loop {
+            let command = tokio::select! {
+                _ = self.term.recv() => Control::Shutdown,
+                _ = self.interrupt.recv() => Control::Shutdown,
+                _ = self.hangup.recv() => Control::Reload,
+            };
+            if control.send(command).await.is_err() {
+                return;
+            }
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! Labels are bounded: route templates, configured database names, fixed outcome words.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use std::collections::HashMap;
@@ -40,6 +40,11 @@ pub const SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS: &str =
 pub const DATABASE_DELETED_TOTAL: &str = "credential_broker_database_deleted_total";
 pub const CREDENTIALS_EXPIRED_TOTAL: &str = "credential_broker_credentials_expired_total";
 pub const ACCESS_TOTAL: &str = "credential_broker_access_total";
+pub const TOKEN_RELOAD_FAILURES_TOTAL: &str = "credential_broker_token_reload_failures_total";
+pub const AUDIT_SUPPRESSED_TOTAL: &str = "credential_broker_audit_suppressed_total";
+pub const CONNECTIONS_OPEN: &str = "credential_broker_connections_open";
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "credential_broker_connections_closed_total";
+pub const MALFORMED_SECRET_TOTAL: &str = "credential_broker_malformed_secret_total";
 
 /// The route template of credential reads, the API's most frequent request, whose count and
 /// latency are recorded in [`HotRoute`].
@@ -80,6 +85,10 @@ pub struct MetricSet {
     pub(crate) last_rotated: GaugeVec,
     pub(crate) next_rotation: GaugeVec,
     pub(crate) access: IntCounterVec,
+    pub(crate) token_reload_failures: IntCounterVec,
+    pub(crate) audit_suppressed: IntCounter,
+    pub(crate) connections_open: IntGaugeVec,
+    pub(crate) connections_closed: IntCounterVec,
 }
 
 /// Registers collectors in one registry; every metric name and help text passes through here.
@@ -203,6 +212,28 @@ impl Metrics {
                 ACCESS_TOTAL,
                 "Credentials requests by client, database and result (the audit trail's counter).",
                 &["client", "db", "result"],
+            ),
+            token_reload_failures: b.counters(
+                TOKEN_RELOAD_FAILURES_TOTAL,
+                "Token file reloads refused, by client and reason (unusable: unreadable or invalid; duplicate: the same token as another client's); the client kept its previous token.",
+                &["client", "reason"],
+            ),
+            audit_suppressed: b.add(
+                IntCounter::new(
+                    AUDIT_SUPPRESSED_TOTAL,
+                    "Audit events of unauthenticated requests not written (more than 10 in a second); the access counter still counts them.",
+                )
+                .expect("valid metric"),
+            ),
+            connections_open: b.int_gauges(
+                CONNECTIONS_OPEN,
+                "Open connections, by listener (api, unix, admin).",
+                &["listener"],
+            ),
+            connections_closed: b.counters(
+                CONNECTIONS_CLOSED_TOTAL,
+                "Connections the broker closed to stay within server.max_connections, by listener and reason (idle_evicted: idle, for a new one; over_capacity: new, every other one busy).",
+                &["listener", "reason"],
             ),
             registry: b.0,
         }))
@@ -380,6 +411,7 @@ pub(crate) struct DbCounters {
     pub(crate) rotations: AtomicU64,
     pub(crate) deleted: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) malformed: AtomicU64,
 }
 
 impl DbCounters {
@@ -439,6 +471,12 @@ const DB_COUNTER_SERIES: &[DbSeries] = &[
         help: "Requests answered 503 credentials_expired: the source failed past max_stale.",
         extra: None,
         counter: |c| &c.expired,
+    },
+    DbSeries {
+        name: MALFORMED_SECRET_TOTAL,
+        help: "Fetches whose secret value was not usable credentials; the last good ones stayed served, marked stale.",
+        extra: None,
+        counter: |c| &c.malformed,
     },
 ];
 

@@ -2,7 +2,8 @@
 //! `credential_broker_access_total{client,db,result}`. Events carry the time, client, database,
 //! action, result and version id; never a secret.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{IntCounter, IntCounterVec};
 
@@ -11,6 +12,7 @@ use crate::audit::{AuditSink, Event};
 use crate::broker::Broker;
 use crate::clients::Client;
 use crate::credentials::DbName;
+use crate::metrics::Metrics;
 
 /// Label for requests no client could be attributed to.
 const UNAUTHENTICATED: &str = "unauthenticated";
@@ -39,11 +41,27 @@ pub(crate) enum Outcome<'a> {
     NotModified(&'a str),
 }
 
+/// Unauthenticated events written per second at most; the others are counted, and summed up
+/// in one `"action":"suppressed"` event when a later second writes one again.
+const UNAUTHENTICATED_EVENTS_PER_SECOND: u32 = 10;
+
 /// Records accesses; events are written only when there is a sink, the counter always counts.
 #[derive(Debug)]
 pub(crate) struct Audit {
     pub(crate) sink: Option<Arc<AuditSink>>,
     access: AccessCounter,
+    /// Anyone can send unauthenticated requests: their events are rate-limited.
+    unauthenticated: Mutex<Window>,
+    suppressed: IntCounter,
+}
+
+/// The second unauthenticated events are being counted in.
+#[derive(Debug, Default)]
+struct Window {
+    second: u64,
+    written: u32,
+    /// Events not written since the last one that was.
+    suppressed: u64,
 }
 
 impl Audit {
@@ -51,7 +69,7 @@ impl Audit {
     /// disabled: the anonymous caller alone).
     pub(crate) fn new(
         sink: Option<Arc<AuditSink>>,
-        access: IntCounterVec,
+        metrics: &Metrics,
         broker: &Broker,
         clients: usize,
     ) -> Self {
@@ -66,9 +84,11 @@ impl Audit {
         Self {
             sink,
             access: AccessCounter {
-                vec: access,
+                vec: metrics.access.clone(),
                 served,
             },
+            unauthenticated: Mutex::default(),
+            suppressed: metrics.audit_suppressed.clone(),
         }
     }
 
@@ -87,6 +107,9 @@ impl Audit {
             Err(err) => (err.code(), "", None),
         };
         let configured = self.access.inc(client, db, result, slot);
+        if client.is_none() && self.sink.is_some() && !self.admit_unauthenticated() {
+            return;
+        }
         let client = client.map_or(UNAUTHENTICATED, |c| c.name.as_str());
         if let Some(sink) = &self.sink {
             // A name that is not a valid database name is not echoed: it is caller input. A
@@ -104,6 +127,44 @@ impl Audit {
                 version_id: version,
             });
         }
+    }
+
+    /// Whether an unauthenticated event may be written now (at most
+    /// [`UNAUTHENTICATED_EVENTS_PER_SECOND`]); one that may not is counted. The first one written
+    /// after some were suppressed is preceded by an event that says how many.
+    fn admit_unauthenticated(&self) -> bool {
+        let second = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut window = self
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if window.second != second {
+            window.second = second;
+            window.written = 0;
+        }
+        if window.written >= UNAUTHENTICATED_EVENTS_PER_SECOND {
+            window.suppressed += 1;
+            self.suppressed.inc();
+            return false;
+        }
+        window.written += 1;
+        let suppressed = std::mem::take(&mut window.suppressed);
+        drop(window);
+        if suppressed > 0
+            && let Some(sink) = &self.sink
+        {
+            sink.write(&Event {
+                client: UNAUTHENTICATED,
+                db: "",
+                action: "suppressed",
+                result: &suppressed.to_string(),
+                version_id: "",
+            });
+        }
+        true
     }
 }
 

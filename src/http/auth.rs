@@ -1,4 +1,4 @@
-//! The guard of the credentials API: input limits, the `X-Forwarded-For` refusal, and who the
+//! The guard of the credentials API: input limits, the refusal of proxied requests, and who the
 //! caller is (bearer token, or Unix socket peer uid). Which databases the caller may read is
 //! checked by the handlers, after the database name is parsed.
 
@@ -20,11 +20,27 @@ pub(crate) struct Caller(pub(crate) Arc<Client>);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerUid(pub u32);
 
-/// Rejects oversized or proxied requests, then identifies the caller or answers 401.
+/// Headers a proxy adds (RFC 7239 `Forwarded`, the `X-Forwarded-*` family, `X-Real-IP`,
+/// `Via`): a request carrying one came through a proxy, and is refused.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-real-ip", "via"];
+
+/// Rejects oversized, proxied or ambiguous requests, then identifies the caller or answers 401.
 pub(crate) fn admit(state: &ApiState, request: &Request) -> Result<Arc<Client>, ApiError> {
-    check_limits(&state.limits, request.headers())?;
-    if request.headers().contains_key("x-forwarded-for") {
+    let headers = request.headers();
+    check_limits(&state.limits, headers)?;
+    if headers.keys().any(|name| {
+        PROXY_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-forwarded-")
+    }) {
         return Err(ApiError::ForwardedRequest);
+    }
+    // Two credentials are no credential: never "the first one wins".
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(ApiError::BadRequest);
     }
     let Some(clients) = &state.clients else {
         return Ok(Arc::clone(&state.anonymous));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -163,7 +163,7 @@ pub(crate) async fn refresh(
     Extension(Caller(client)): Extension<Caller>,
     db: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let db = database(db).inspect_err(|e| {
         state
@@ -174,6 +174,14 @@ pub(crate) async fn refresh(
         if !client.scope.allows(&db) {
             return Err(ApiError::Forbidden);
         }
+        // Past the body limit (see `Front`) is 413; any other failure to read the body is 400.
+        let body = body.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest
+            }
+        })?;
         // No body names no version; any body must be the JSON object (whitespace alone is not).
         let from_body = if body.is_empty() {
             None

@@ -48,7 +48,9 @@ impl ApiError {
                 Self::DatabaseDeleted(name())
             }
             BrokerError::Source(SourceError::Timeout(_)) => Self::UpstreamTimeout(name()),
-            BrokerError::Source(SourceError::Unavailable(_)) => Self::Upstream(name()),
+            BrokerError::Source(SourceError::Unavailable(_) | SourceError::Malformed(_)) => {
+                Self::Upstream(name())
+            }
             BrokerError::Malformed { db, .. } => Self::MalformedSecret(db),
             BrokerError::Expired(_) => Self::CredentialsExpired(name()),
         }

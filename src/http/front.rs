@@ -51,7 +51,10 @@ impl Front {
         B::Error: Into<axum::BoxError>,
     {
         let started = Instant::now();
-        let request = request.map(Body::new);
+        // The body limit counts the bytes received, however the body is framed (a declared
+        // `Content-Length` over it is refused before any is read, by the guard).
+        let limit = usize::try_from(self.state.limits.max_body_bytes).unwrap_or(usize::MAX);
+        let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
         let done = Done::enter(
             &self.state,
             route::template(request.uri().path()),

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -60,7 +60,7 @@ pub fn api_service(
 ) -> Front {
     let clients_count = clients.as_deref().map_or(0, Clients::len);
     let state = Arc::new(ApiState {
-        audit: audit::Audit::new(audit, metrics.access.clone(), &broker, clients_count),
+        audit: audit::Audit::new(audit, &metrics, &broker, clients_count),
         broker,
         clients,
         anonymous: Client::anonymous(),
@@ -71,6 +71,8 @@ pub fn api_service(
     let router = Router::new()
         .route(CREDENTIALS_ROUTE, get(credentials::get))
         .route(REFRESH_ROUTE, post(credentials::refresh))
+        // One body limit, `server.max_body_bytes`, applied by `Front` to the bytes received.
+        .layer(DefaultBodyLimit::disable())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Arc::clone(&state));
@@ -141,17 +143,34 @@ fn finish(
     if !counted {
         metrics
             .http_requests
-            .with_label_values(&[route, method.as_str(), status.as_str()])
+            .with_label_values(&[route, method_label(method), status.as_str()])
             .inc();
     }
     debug!(
-        %method,
+        method = method_label(method),
         route,
         status = status.as_u16(),
         micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
     response
+}
+
+/// The `method` label of a request: a method HTTP defines, else `other`, so that a caller
+/// cannot add series (or log text) by inventing methods.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// Counts a request as in flight until dropped, even when the client goes away mid-request.
@@ -274,6 +293,7 @@ mod tests {
                         },
                     ],
                     Duration::from_secs(5),
+                    &metrics,
                 ))),
                 audit,
                 metrics.clone(),

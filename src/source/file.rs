@@ -8,9 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::Mutex;
+use tracing::warn;
+use zeroize::Zeroizing;
 
 use super::{BoxFuture, Source, SourceError, Stage};
 use crate::credentials::{SecretPayload, SecretVersion};
+use crate::files::{MAX_SECRETS_FILE_BYTES, read_regular};
 
 #[derive(Debug)]
 pub(crate) struct FileSource {
@@ -23,9 +26,11 @@ pub(crate) struct FileSource {
 struct Loaded {
     stamp: (SystemTime, u64),
     secrets: HashMap<String, Entry>,
+    /// Entries of the file that are not secret values and had no good value before: why.
+    invalid: HashMap<String, String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     value: SecretString,
     version_id: String,
@@ -46,23 +51,53 @@ impl FileSource {
         let stamp = (meta.modified().unwrap_or(UNIX_EPOCH), meta.len());
         let mut state = self.state.lock().await;
         if state.as_ref().is_none_or(|loaded| loaded.stamp != stamp) {
-            let text = tokio::fs::read_to_string(&self.path)
-                .await
-                .map_err(|e| self.unreadable(&e))?;
-            let previous = state.take().map(|l| l.secrets).unwrap_or_default();
-            let secrets = parse_file(&text, &previous, &version_for(stamp.0)).map_err(|why| {
-                SourceError::Unavailable(format!("{}: {why}", self.path.display()))
+            let path = self.path.clone();
+            let bytes = tokio::task::spawn_blocking(move || {
+                read_regular(&path, MAX_SECRETS_FILE_BYTES).map(Zeroizing::new)
+            })
+            .await
+            .map_err(|e| SourceError::Unavailable(format!("reading the secrets file: {e}")))?
+            .map_err(|e| self.unreadable(&e))?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                SourceError::Unavailable(format!("{} is not UTF-8 text", self.path.display()))
             })?;
-            *state = Some(Loaded { stamp, secrets });
+            let previous = state.take().map(|l| l.secrets).unwrap_or_default();
+            let parsed = parse_file(text, &previous, &version_for(stamp.0));
+            let (secrets, invalid) = match parsed {
+                Ok(parsed) => parsed,
+                Err(why) => {
+                    // Keep what was read before: the next change of the file is read again.
+                    *state = Some(Loaded {
+                        stamp: (UNIX_EPOCH, u64::MAX),
+                        secrets: previous,
+                        invalid: HashMap::new(),
+                    });
+                    return Err(SourceError::Unavailable(format!(
+                        "{}: {why}",
+                        self.path.display()
+                    )));
+                }
+            };
+            for (id, why) in &invalid {
+                warn!(secret_id = %id, reason = %why, "an entry of the secrets file is not a secret value; it keeps its last good value, if any");
+            }
+            *state = Some(Loaded {
+                stamp,
+                secrets,
+                invalid: invalid.into_iter().collect(),
+            });
         }
-        let entry = state
-            .as_ref()
-            .and_then(|loaded| loaded.secrets.get(secret_id))
-            .ok_or_else(|| SourceError::NotFound(secret_id.to_owned()))?;
-        Ok(SecretVersion {
-            payload: SecretPayload::String(entry.value.clone()),
-            version_id: entry.version_id.clone(),
-            arn: None,
+        let loaded = state.as_ref().expect("loaded above");
+        if let Some(entry) = loaded.secrets.get(secret_id) {
+            return Ok(SecretVersion {
+                payload: SecretPayload::String(entry.value.clone()),
+                version_id: entry.version_id.clone(),
+                arn: None,
+            });
+        }
+        Err(match loaded.invalid.get(secret_id) {
+            Some(why) => SourceError::Malformed(why.clone()),
+            None => SourceError::NotFound(secret_id.to_owned()),
         })
     }
 
@@ -101,26 +136,34 @@ fn version_for(modified: SystemTime) -> String {
     format!("file-{nanos}")
 }
 
-/// Parses the file, keeping the version id of every secret whose value did not change.
+/// The secrets of a file, and its entries that are not secret values, with why.
+type Parsed = (HashMap<String, Entry>, Vec<(String, String)>);
+
+/// The secrets of the file and the entries that are not secret values (with why), keeping the
+/// version id of every secret whose value did not change. A bad entry keeps its previous good
+/// value, so one mistake in the file stops no other entry from updating.
 fn parse_file(
     text: &str,
     previous: &HashMap<String, Entry>,
     new_version: &str,
-) -> Result<HashMap<String, Entry>, String> {
+) -> Result<Parsed, String> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| format!("not valid JSON (line {}, column {})", e.line(), e.column()))?;
     let Value::Object(map) = value else {
         return Err("the top level must be a JSON object of secret id to secret value".into());
     };
     let mut secrets = HashMap::with_capacity(map.len());
+    let mut invalid = Vec::new();
     for (id, value) in map {
         let value = match value {
             Value::String(s) => s,
             other @ Value::Object(_) => other.to_string(),
             _ => {
-                return Err(format!(
-                    "the value of secret {id:?} must be an object or a string"
-                ));
+                if let Some(old) = previous.get(&id) {
+                    secrets.insert(id.clone(), old.clone());
+                }
+                invalid.push((id, "the value must be an object or a string".to_owned()));
+                continue;
             }
         };
         let version_id = match previous.get(&id) {
@@ -135,7 +178,7 @@ fn parse_file(
             },
         );
     }
-    Ok(secrets)
+    Ok((secrets, invalid))
 }
 
 #[cfg(test)]

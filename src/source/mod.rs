@@ -123,22 +123,99 @@ pub enum SourceError {
     /// The source could not be reached or answered with an error.
     #[error("{0}")]
     Unavailable(String),
+    /// The source answered with something that is no answer (a body the SDK cannot parse, a
+    /// version id that is not one); nothing of it is kept.
+    #[error("{0}")]
+    Malformed(String),
 }
 
-/// Sorts an AWS SDK failure that is not a definite service answer: timeouts (of an attempt, the
-/// operation or the connection) by their type, everything else as unavailable.
-pub(crate) fn sdk_failure<E, R>(err: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> SourceError
+/// Sorts an AWS SDK failure that is not a definite service answer, by its type: timeouts (of an
+/// attempt, the operation or the connection), answers the SDK could not parse (malformed: a
+/// success status whose body is not the operation's output, or a response that is no HTTP
+/// answer), and everything else as unavailable. The detail never holds anything of a response
+/// but a service error code, checked for shape: the SDK's own `Debug` and `Display` forms can
+/// carry the raw response, body included, so they are never used.
+pub(crate) fn sdk_failure<E>(
+    err: &aws_sdk_secretsmanager::error::SdkError<
+        E,
+        aws_sdk_secretsmanager::config::http::HttpResponse,
+    >,
+) -> SourceError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
-    let detail = DisplayErrorContext(err).to_string();
+    use aws_sdk_secretsmanager::error::SdkError;
     match err {
-        SdkError::TimeoutError(_) => SourceError::Timeout(detail),
-        SdkError::DispatchFailure(failure) if failure.is_timeout() => SourceError::Timeout(detail),
-        _ => SourceError::Unavailable(detail),
+        SdkError::TimeoutError(_) => SourceError::Timeout("no answer within the timeout".into()),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            SourceError::Timeout("connecting timed out".into())
+        }
+        SdkError::DispatchFailure(failure) => {
+            let kind = if failure.is_io() {
+                "a connection error"
+            } else if failure.is_user() {
+                "a request error"
+            } else {
+                "a dispatch error"
+            };
+            SourceError::Unavailable(format!("the request failed with {kind}"))
+        }
+        SdkError::ResponseError(_) => SourceError::Malformed(MALFORMED_RESPONSE.into()),
+        // The SDK reports a success body it cannot parse as an unmodelled service error.
+        SdkError::ServiceError(service) if service.raw().status().is_success() => {
+            SourceError::Malformed(MALFORMED_RESPONSE.into())
+        }
+        SdkError::ServiceError(service) => SourceError::Unavailable(format!(
+            "the service answered {}",
+            error_code(service.err().code())
+        )),
+        _ => SourceError::Unavailable("the request could not be made".into()),
     }
+}
+
+/// The reason logged for an upstream answer that is not one.
+pub(crate) const MALFORMED_RESPONSE: &str = "malformed response";
+
+/// A service error code as it may be logged: the code when it has the shape of one (at most 64
+/// letters, digits and `.:#_-`), else a placeholder. The code comes from the response.
+pub(crate) fn error_code(code: Option<&str>) -> &str {
+    match code {
+        Some(code)
+            if !code.is_empty()
+                && code.len() <= 64
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".:#_-".contains(&b)) =>
+        {
+            code
+        }
+        Some(_) => "an error code that is not one",
+        None => "an error without a code",
+    }
+}
+
+/// Longest ARN kept from an answer (AWS allows 2048 characters).
+pub(crate) const MAX_ARN: usize = 2048;
+
+/// Checks a value an upstream answered before it is kept: at most `max` bytes, and no control
+/// characters. `what` names it in the error, never the value itself.
+pub(crate) fn bounded(what: &str, value: String, max: usize) -> Result<String, SourceError> {
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(SourceError::Malformed(format!(
+            "{MALFORMED_RESPONSE}: {what} is longer than {max} bytes or holds control characters"
+        )));
+    }
+    Ok(value)
+}
+
+/// Whether `id` can be a version id: 1 to 64 ASCII letters, digits, `-`, `_` or `.` (Secrets
+/// Manager's are UUIDs; the file source's `file-<ns>`). Version ids are echoed in `ETag`
+/// headers, audit events and logs, so nothing else is accepted from a source.
+pub(crate) fn is_version_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 impl SourceError {
@@ -148,11 +225,15 @@ impl SourceError {
             Self::NotFound(_) | Self::Gone(_) | Self::NotManaged(_) => "not_found",
             Self::Timeout(_) => "timeout",
             Self::Unavailable(_) => "error",
+            Self::Malformed(_) => "malformed",
         }
     }
 
     /// Whether the source failed to answer (as opposed to answering "no").
     pub(crate) fn is_outage(&self) -> bool {
-        matches!(self, Self::Timeout(_) | Self::Unavailable(_))
+        matches!(
+            self,
+            Self::Timeout(_) | Self::Unavailable(_) | Self::Malformed(_)
+        )
     }
 }

@@ -7,7 +7,7 @@ use aws_sdk_rds::operation::describe_db_clusters::DescribeDBClustersError;
 use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
 use aws_sdk_rds::types::MasterUserSecret;
 
-use super::{BoxFuture, RdsApi, RdsTarget, SourceError, Topology, sdk_failure};
+use super::{BoxFuture, MAX_ARN, RdsApi, RdsTarget, SourceError, Topology, bounded, sdk_failure};
 
 #[derive(Debug, Clone)]
 pub(crate) struct RdsClient {
@@ -107,7 +107,9 @@ impl RdsApi for RdsClient {
     }
 }
 
-/// Completes `partial` with the master user secret, which must exist.
+/// Completes `partial` with the master user secret, which must exist, and checks what RDS
+/// answered before it is kept: lengths bounded, no control characters, and a secret status
+/// only when it is one of the four RDS documents.
 fn topology(
     id: &str,
     secret: Option<&MasterUserSecret>,
@@ -120,20 +122,33 @@ fn topology(
                 "{id} has no master user secret in Secrets Manager (ManageMasterUserPassword is off)"
             ))
         })?;
+    let checked =
+        |what, value: Option<String>, max| value.map(|v| bounded(what, v, max)).transpose();
     Ok(Topology {
-        secret_arn: secret_arn.to_owned(),
+        secret_arn: bounded("the secret ARN", secret_arn.to_owned(), MAX_ARN)?,
         secret_status: secret
             .and_then(MasterUserSecret::secret_status)
-            .map(str::to_ascii_lowercase),
-        ..partial
+            .map(str::to_ascii_lowercase)
+            .filter(|status| SECRET_STATUSES.contains(&status.as_str())),
+        host: checked("the endpoint", partial.host, MAX_HOST)?,
+        reader_host: checked("the reader endpoint", partial.reader_host, MAX_HOST)?,
+        engine: checked("the engine", partial.engine, MAX_NAME)?,
+        dbname: checked("the database name", partial.dbname, MAX_NAME)?,
+        port: partial.port,
     })
 }
 
+/// The values `MasterUserSecret.SecretStatus` takes.
+pub(crate) const SECRET_STATUSES: [&str; 4] = ["creating", "active", "rotating", "impaired"];
+/// Longest host name kept (DNS allows 253).
+const MAX_HOST: usize = 253;
+/// Longest engine or database name kept.
+const MAX_NAME: usize = 255;
+
 /// Sorts an SDK error: `gone` when the service said the database does not exist.
-fn classify<E, R>(id: &str, err: &SdkError<E, R>, gone: bool) -> SourceError
+fn classify<E>(id: &str, err: &SdkError<E>, gone: bool) -> SourceError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: aws_sdk_rds::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
     if gone {
         SourceError::Gone(id.to_owned())

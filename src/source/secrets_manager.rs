@@ -12,9 +12,15 @@ use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_sdk_secretsmanager::primitives::DateTime;
 
-use super::{BoxFuture, SecretMetadata, Source, SourceError, Stage, sdk_failure};
+use super::{
+    BoxFuture, MALFORMED_RESPONSE, MAX_ARN, SecretMetadata, Source, SourceError, Stage, bounded,
+    is_version_id, sdk_failure,
+};
 use crate::config::AwsConfig;
 use crate::credentials::{SecretPayload, SecretVersion};
+
+/// The largest secret value kept: Secrets Manager stores at most 64 KiB.
+const MAX_SECRET_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) struct SecretsManagerSource {
@@ -63,29 +69,46 @@ impl SecretsManagerSource {
             .version_stage(stage.label())
             .send()
             .await
-            .map_err(|e| {
-                if matches!(
-                    e.as_service_error(),
-                    Some(GetSecretValueError::ResourceNotFoundException(_))
-                ) {
-                    SourceError::NotFound(secret_id.to_owned())
-                } else {
-                    sdk_failure(&e)
-                }
+            .map_err(|e| match e.as_service_error() {
+                // Deleted for good, or scheduled for deletion: either way not to be served.
+                Some(
+                    GetSecretValueError::ResourceNotFoundException(_)
+                    | GetSecretValueError::InvalidRequestException(_),
+                ) => SourceError::NotFound(secret_id.to_owned()),
+                _ => sdk_failure(&e),
             })?;
-        let payload = if let Some(text) = output.secret_string {
-            SecretPayload::String(text.into())
-        } else if let Some(blob) = output.secret_binary {
-            SecretPayload::Binary(blob.into_inner().into())
-        } else {
-            return Err(SourceError::Unavailable(format!(
-                "secret {secret_id} has neither SecretString nor SecretBinary"
-            )));
+        let payload = match (output.secret_string, output.secret_binary) {
+            (Some(text), _) if text.len() <= MAX_SECRET_BYTES => SecretPayload::String(text.into()),
+            (None, Some(blob)) if blob.as_ref().len() <= MAX_SECRET_BYTES => {
+                SecretPayload::Binary(blob.into_inner().into())
+            }
+            (None, None) => {
+                return Err(SourceError::Malformed(format!(
+                    "{MALFORMED_RESPONSE}: neither SecretString nor SecretBinary"
+                )));
+            }
+            _ => {
+                return Err(SourceError::Malformed(format!(
+                    "{MALFORMED_RESPONSE}: the secret value is larger than {MAX_SECRET_BYTES} bytes"
+                )));
+            }
         };
+        let version_id = output
+            .version_id
+            .filter(|id| is_version_id(id))
+            .ok_or_else(|| {
+                SourceError::Malformed(format!(
+                    "{MALFORMED_RESPONSE}: the version id is missing or not one"
+                ))
+            })?;
+        let arn = output
+            .arn
+            .map(|arn| bounded("the ARN", arn, MAX_ARN))
+            .transpose()?;
         Ok(SecretVersion {
             payload,
-            version_id: output.version_id.unwrap_or_default(),
-            arn: output.arn,
+            version_id,
+            arn,
         })
     }
 
@@ -96,15 +119,11 @@ impl SecretsManagerSource {
             .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| {
-                if matches!(
-                    e.as_service_error(),
-                    Some(DescribeSecretError::ResourceNotFoundException(_))
-                ) {
+            .map_err(|e| match e.as_service_error() {
+                Some(DescribeSecretError::ResourceNotFoundException(_)) => {
                     SourceError::NotFound(secret_id.to_owned())
-                } else {
-                    sdk_failure(&e)
                 }
+                _ => sdk_failure(&e),
             })?;
         let time = |t: Option<&DateTime>| t.and_then(|t| SystemTime::try_from(*t).ok());
         let pending_version = output.version_ids_to_stages().and_then(|versions| {
@@ -115,6 +134,7 @@ impl SecretsManagerSource {
                         && !stages.iter().any(|s| s == Stage::Current.label())
                 })
                 .map(|(id, _)| id.clone())
+                .filter(|id| is_version_id(id))
         });
         Ok(SecretMetadata {
             rotation_enabled: output.rotation_enabled().unwrap_or(false),

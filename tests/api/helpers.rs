@@ -152,7 +152,7 @@ pub fn signal(pid: u32, name: &str) {
 }
 
 /// What the fault proxy does with the requests it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Forward to moto.
     None,
@@ -162,6 +162,9 @@ pub enum Fault {
     Status(u16),
     /// Answer 400 `ThrottlingException`, as Secrets Manager does when rate-limiting.
     Throttle,
+    /// Answer `GetSecretValue` with this status and body (a broken or hostile endpoint); other
+    /// operations are forwarded.
+    GetSecretValue(u16, String),
 }
 
 /// The proxy's shared knobs and records.
@@ -275,7 +278,12 @@ async fn forward(
     if target == "secretsmanager.GetSecretValue" {
         state.arrivals.lock().unwrap().push(Instant::now());
     }
-    *state.counts.lock().unwrap().entry(target).or_default() += 1;
+    *state
+        .counts
+        .lock()
+        .unwrap()
+        .entry(target.clone())
+        .or_default() += 1;
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -287,9 +295,8 @@ async fn forward(
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap())
     };
-    let fault = *state.fault.lock().unwrap();
+    let fault = state.fault.lock().unwrap().clone();
     match fault {
-        Fault::None => {}
         // An error from the service makes hyper drop the connection without a response.
         Fault::Reset => return Err(std::io::Error::other("injected reset")),
         Fault::Status(status) => return answer(status, "{}"),
@@ -297,6 +304,14 @@ async fn forward(
             let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
             return answer(400, body);
         }
+        Fault::GetSecretValue(status, body) if target == "secretsmanager.GetSecretValue" => {
+            return Ok(hyper::Response::builder()
+                .status(status)
+                .header("content-type", "application/x-amz-json-1.1")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap());
+        }
+        Fault::None | Fault::GetSecretValue(..) => {}
     }
     let path = request
         .uri()
@@ -538,7 +553,10 @@ level = "trace"
         let listening = broker
             .wait_for_log("listening", Duration::from_secs(20))
             .await;
-        broker.api = listening["api"].as_str().unwrap().parse().unwrap();
+        // `off` when the API listens on a Unix socket only.
+        if let Ok(api) = listening["api"].as_str().unwrap().parse() {
+            broker.api = api;
+        }
         broker.admin = listening["admin"].as_str().unwrap().parse().unwrap();
         broker
     }
@@ -750,4 +768,85 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                 .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
             all.then(|| value.parse().unwrap())
         })
+}
+
+/// Sends `request` as raw bytes on a new connection to `addr` and returns everything the server
+/// wrote until it closed the connection or `limit` passed (write errors are ignored: a server may
+/// answer and close before it has read everything).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return Vec::new();
+    };
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    answer
+}
+
+/// The resident set size of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// A broker on the file source (no AWS) with [`TOKEN`] in its token file: `secrets` is the
+/// secrets file's JSON, `server` and `auth` more lines for those tables, `extra` more tables
+/// (after `[log]`), `databases` the `[databases.*]` tables. Logs JSON at trace.
+pub struct FileBroker {
+    pub broker: TestBroker,
+    pub secrets: PathBuf,
+    pub token_file: PathBuf,
+}
+
+impl FileBroker {
+    pub async fn spawn(
+        secrets: &Value,
+        server: &str,
+        auth: &str,
+        extra: &str,
+        databases: &str,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let secrets_path = path.join("secrets.json");
+        std::fs::write(&secrets_path, secrets.to_string()).unwrap();
+        let token_file = path.join("token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{server}\n\
+             [auth]\ntoken_file = {token:?}\n{auth}\n[source]\nkind = \"file\"\npath = {secrets:?}\n\
+             [log]\nformat = \"json\"\nlevel = \"trace\"\n{extra}\n{databases}",
+            secrets = secrets_path.display().to_string(),
+            token = token_file.display().to_string(),
+        );
+        let config_path = path.join("broker.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = path.join("broker.log");
+        let command = broker_command(&config_path, &log_path);
+        let broker = TestBroker::from_command(command, log_path, dir).await;
+        Self {
+            broker,
+            secrets: secrets_path,
+            token_file,
+        }
+    }
+}
+
+impl std::ops::Deref for FileBroker {
+    type Target = TestBroker;
+
+    fn deref(&self) -> &TestBroker {
+        &self.broker
+    }
+}
+
+impl std::ops::DerefMut for FileBroker {
+    fn deref_mut(&mut self) -> &mut TestBroker {
+        &mut self.broker
+    }
 }
