@@ -5,7 +5,7 @@
   k8s         the PodMonitor against a minimal schema (it is a CRD), kustomization.yaml against the
               files, and the wiring between deployment, ConfigMap, Service and PodMonitor
   dashboard   the Grafana dashboard's structure; writes its PromQL as recording rules for promtool
-  metrics     every credential_broker_* name in the dashboard and alert files exists in src/metrics.rs
+  metrics     every credential_broker_* name in the dashboard and alert files exists in src/metrics/
   configs     `credential-broker check-config` on docker/config.toml, the ConfigMap's config and
               the ECS config with the task definition's environment
 """
@@ -282,12 +282,13 @@ def dashboard(rules_out: str) -> None:
 
 
 def metrics() -> None:
-    source = (ROOT / "src/metrics.rs").read_text()
+    # The names live in src/metrics/names.rs, the histogram registrations beside them.
+    source = "\n".join(p.read_text() for p in sorted((ROOT / "src/metrics").glob("*.rs")))
     consts = dict(re.findall(r'pub const ([A-Z_]+): &str\s*=\s*"(credential_broker_[a-z_]+)"', source))
     known = set(consts.values())
     histograms = {consts[c] for c in re.findall(r"histograms\(\s*([A-Z_]+)", source)}
-    check(len(known) >= 10, "found too few metric names in src/metrics.rs: has its layout changed?")
-    check(bool(histograms), "found no histogram in src/metrics.rs: has its layout changed?")
+    check(len(known) >= 10, "found too few metric names in src/metrics/: has its layout changed?")
+    check(bool(histograms), "found no histogram in src/metrics/: has its layout changed?")
     files = [DOCKER / "grafana/credential-broker.json", DOCKER / "prometheus/alerts.yml", DOCKER / "prometheus/alerts_test.yml"]
     used: dict[str, set[str]] = {}
     for f in files:
@@ -297,7 +298,7 @@ def metrics() -> None:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         if name in known or (base != name and base in histograms):
             continue
-        errors.append(f"{name} (in {', '.join(sorted(where))}) is not a metric in src/metrics.rs")
+        errors.append(f"{name} (in {', '.join(sorted(where))}) is not a metric in src/metrics/")
     unused = sorted(known - {re.sub(r"_(bucket|sum|count)$", "", n) for n in used})
     if unused:
         print(f"  note exported but on no dashboard or alert: {', '.join(unused)}")

@@ -13,13 +13,13 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::audit::AuditSink;
-use crate::broker::{Broker, Parts};
+use crate::broker::{Broker, BrokerSettings};
 use crate::clients::Clients;
-use crate::config::{AuthConfig, Config, Limits, SecretRef, SourceConfig};
+use crate::config::{AuthConfig, Config, Limits, SecretRef};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::server::{self, BoundSocket, Listener, serve};
-use crate::source::{FileSource, RdsApi, RdsClient, SecretsManagerSource, Source, secrets_manager};
+use crate::source;
 
 /// Connections the admin listener keeps open at most (probes and scrapers).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -51,20 +51,12 @@ impl App {
             .databases
             .values()
             .any(|db| matches!(db.secret, SecretRef::Rds(_)));
-        let (source, rds): (Box<dyn Source>, Option<Box<dyn RdsApi>>) = match &config.source {
-            SourceConfig::File { path } => (Box::new(FileSource::new(path.clone())), None),
-            SourceConfig::SecretsManager(aws) => {
-                let sdk = secrets_manager::sdk_config(aws).await;
-                let rds = uses_rds.then(|| Box::new(RdsClient::new(&sdk)) as Box<dyn RdsApi>);
-                (Box::new(SecretsManagerSource::new(&sdk)), rds)
-            }
-        };
+        let sources = source::build(&config.source, uses_rds).await;
         let broker = Arc::new(Broker::new(
             config.databases,
             &config.cache,
-            Parts {
-                source,
-                rds,
+            BrokerSettings {
+                sources,
                 metrics: metrics.clone(),
                 upstream: config.upstream,
                 rotation: config.rotation,

@@ -4,7 +4,8 @@
 //! for each Service of its namespace, so a Service called `credential-broker` yields
 //! `CREDENTIAL_BROKER_PORT=tcp://…`.
 
-use super::ENV_PREFIX;
+/// Prefix of the environment variables that override file values; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "CREDENTIAL_BROKER_";
 
 /// The variable the configuration file is named by; it is no key.
 const CONFIG_VARIABLE: &str = "CREDENTIAL_BROKER_CONFIG";

@@ -8,8 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::broker::BrokerError;
-use crate::credentials::{DbName, RenderError};
-use crate::source::SourceError;
+use crate::credentials::{DbName, Format, RenderError};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -41,16 +40,10 @@ impl ApiError {
         let name = || DbName::parse(db).expect("only valid names reach the broker");
         match err {
             BrokerError::UnknownDatabase => Self::UnknownDatabase,
-            BrokerError::Source(SourceError::NotFound(_) | SourceError::NotManaged(_)) => {
-                Self::SecretNotFound(name())
-            }
-            BrokerError::Source(SourceError::Gone(_)) | BrokerError::Deleted(_) => {
-                Self::DatabaseDeleted(name())
-            }
-            BrokerError::Source(SourceError::Timeout(_)) => Self::UpstreamTimeout(name()),
-            BrokerError::Source(SourceError::Unavailable(_) | SourceError::Malformed(_)) => {
-                Self::Upstream(name())
-            }
+            BrokerError::SecretNotFound(_) => Self::SecretNotFound(name()),
+            BrokerError::Deleted(_) => Self::DatabaseDeleted(name()),
+            BrokerError::Timeout(_) => Self::UpstreamTimeout(name()),
+            BrokerError::Unavailable(_) => Self::Upstream(name()),
             BrokerError::Malformed { db, .. } => Self::MalformedSecret(db),
             BrokerError::Expired(_) => Self::CredentialsExpired(name()),
         }
@@ -132,7 +125,7 @@ impl ApiError {
             Self::InvalidFormat => (
                 StatusCode::BAD_REQUEST,
                 "invalid_format",
-                "format must be one of json, uri, jdbc, keyvalue, env".into(),
+                format!("format must be one of {}", format_names()),
             ),
             Self::FormatUnavailable(reason) => (
                 StatusCode::BAD_REQUEST,
@@ -161,6 +154,14 @@ impl ApiError {
             ),
         }
     }
+}
+
+/// The formats' names, as the API documents them: `json, uri, ...`.
+fn format_names() -> String {
+    Format::all()
+        .map(Format::name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl IntoResponse for ApiError {

@@ -192,10 +192,9 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::testing::{PASSWORD, TestBroker};
     use crate::clients::Clients;
-    use crate::config::{CacheConfig, DatabaseConfig};
-    use crate::credentials::{DbName, SecretPayload, SecretVersion};
-    use crate::source::{BoxFuture, Source, SourceError, Stage};
+    use crate::credentials::DbName;
     use axum::body::Body;
     use axum::http::{Method, StatusCode, header};
     use http_body_util::BodyExt;
@@ -204,38 +203,6 @@ mod tests {
 
     const TOKEN: &str = "unit-test-token-0123456789";
     const ORDERS_TOKEN: &str = "unit-test-orders-token-0123";
-    const PASSWORD: &str = "unit-test-password-!@#";
-
-    /// A unit-test stand-in for a source with fixed answers per secret id.
-    struct FixedSource;
-
-    impl Source for FixedSource {
-        fn fetch_operation(&self) -> &'static str {
-            "Fixed"
-        }
-
-        fn fetch<'a>(
-            &'a self,
-            secret_id: &'a str,
-            _stage: Stage,
-        ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
-            Box::pin(async move {
-                let text = match secret_id {
-                    "good" => format!(
-                        r#"{{"username":"app","password":"{PASSWORD}","host":"h","port":5432}}"#
-                    ),
-                    "broken" => format!("not json {PASSWORD}"),
-                    "slow" => return Err(SourceError::Timeout("test".into())),
-                    _ => return Err(SourceError::NotFound(secret_id.into())),
-                };
-                Ok(SecretVersion {
-                    payload: SecretPayload::String(text.into()),
-                    version_id: "v-1".into(),
-                    arn: Some("arn:test".into()),
-                })
-            })
-        }
-    }
 
     fn app() -> (Front, Router) {
         app_with_audit(None)
@@ -243,29 +210,15 @@ mod tests {
 
     /// The test API with its audit events going to `audit`.
     fn app_with_audit(audit: Option<Arc<AuditSink>>) -> (Front, Router) {
-        let db = |id: &str| DatabaseConfig {
-            secret: crate::config::SecretRef::SecretId(id.into()),
-            host: None,
-            port: None,
-            dbname: None,
-            engine: None,
-        };
         let metrics = Metrics::new();
-        let broker = Arc::new(Broker::new(
-            [
-                (DbName::parse("orders").unwrap(), db("good")),
-                (DbName::parse("broken").unwrap(), db("broken")),
-                (DbName::parse("slow").unwrap(), db("slow")),
-            ],
-            &CacheConfig::for_tests(Duration::from_mins(1), Duration::from_mins(1)),
-            crate::broker::Parts {
-                source: Box::new(FixedSource),
-                rds: None,
-                metrics: metrics.clone(),
-                upstream: crate::config::UpstreamConfig::default(),
-                rotation: crate::config::RotationConfig::default(),
-            },
-        ));
+        let (broker, _) = TestBroker {
+            metrics: metrics.clone(),
+            ..TestBroker::default()
+        }
+        .database("orders", "good")
+        .database("broken", "broken")
+        .database("slow", "slow")
+        .build();
         (
             api_service(
                 Arc::clone(&broker),
@@ -351,10 +304,10 @@ mod tests {
         let (status, headers, body) = call(&api, Method::GET, "/credentials/orders", &[AUTH]).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
-        assert_eq!(headers[header::ETAG], "\"v-1\"");
+        assert_eq!(headers[header::ETAG], "\"v1\"");
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
         assert_eq!(body["password"], PASSWORD);
-        assert_eq!(body["secret_arn"], "arn:test");
+        assert_eq!(body["secret_arn"], "arn:test:good");
     }
 
     #[tokio::test]
@@ -643,7 +596,7 @@ mod tests {
             (
                 "/credentials/orders",
                 "/credentials/%6Frders",
-                vec![AUTH, ("if-none-match", "\"v-1\"")],
+                vec![AUTH, ("if-none-match", "\"v1\"")],
             ),
         ];
         for (plain, routed, headers) in pairs {

@@ -11,7 +11,8 @@ use tokio::sync::Mutex;
 use tracing::warn;
 use zeroize::Zeroizing;
 
-use super::{BoxFuture, Source, SourceError, Stage};
+use super::api::{BoxFuture, Call, Source, Version};
+use super::error::SourceError;
 use crate::credentials::{SecretPayload, SecretVersion};
 use crate::files::{MAX_SECRETS_FILE_BYTES, read_regular};
 
@@ -107,20 +108,21 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn fetch_operation(&self) -> &'static str {
+    /// Every call is a read of the file.
+    fn operation(&self, _call: Call) -> &'static str {
         "ReadFile"
     }
 
     /// The file holds current versions only: a pending version is never found.
-    fn fetch<'a>(
+    fn read<'a>(
         &'a self,
         secret_id: &'a str,
-        stage: Stage,
+        version: Version,
     ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
         Box::pin(async move {
-            match stage {
-                Stage::Current => self.fetch_inner(secret_id).await,
-                Stage::Pending => Err(SourceError::NotFound(secret_id.to_owned())),
+            match version {
+                Version::Current => self.fetch_inner(secret_id).await,
+                Version::Pending => Err(SourceError::NotFound(secret_id.to_owned())),
             }
         })
     }
@@ -203,8 +205,8 @@ mod tests {
         )
         .unwrap();
         let source = FileSource::new(path.clone());
-        let a1 = source.fetch("a", Stage::Current).await.unwrap();
-        let b1 = source.fetch("b", Stage::Current).await.unwrap();
+        let a1 = source.read("a", Version::Current).await.unwrap();
+        let b1 = source.read("b", Version::Current).await.unwrap();
         assert!(secret_text(&a1).contains("\"p1\""));
         assert_eq!(secret_text(&b1), r#"{"username":"v","password":"q"}"#);
         assert!(a1.arn.is_none());
@@ -216,8 +218,8 @@ mod tests {
             r#"{"a": {"username":"u","password":"p2-changed"}, "b": "{\"username\":\"v\",\"password\":\"q\"}"}"#,
         )
         .unwrap();
-        let a2 = source.fetch("a", Stage::Current).await.unwrap();
-        let b2 = source.fetch("b", Stage::Current).await.unwrap();
+        let a2 = source.read("a", Version::Current).await.unwrap();
+        let b2 = source.read("b", Version::Current).await.unwrap();
         assert!(secret_text(&a2).contains("p2-changed"));
         assert_ne!(
             a1.version_id, a2.version_id,
@@ -233,18 +235,18 @@ mod tests {
         std::fs::write(&path, r#"{"a": {"username":"u","password":"p"}}"#).unwrap();
         let source = FileSource::new(path.clone());
         assert!(matches!(
-            source.fetch("zzz", Stage::Current).await,
+            source.read("zzz", Version::Current).await,
             Err(SourceError::NotFound(_))
         ));
 
         std::fs::write(&path, r#"{"a": {"username":"u","password":"hunter2"#).unwrap();
-        let err = source.fetch("a", Stage::Current).await.unwrap_err();
+        let err = source.read("a", Version::Current).await.unwrap_err();
         assert!(matches!(err, SourceError::Unavailable(_)));
         assert!(!err.to_string().contains("hunter2"), "{err}");
 
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
-            source.fetch("a", Stage::Current).await,
+            source.read("a", Version::Current).await,
             Err(SourceError::Unavailable(_))
         ));
     }

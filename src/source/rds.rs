@@ -2,12 +2,16 @@
 //! identifier into the master user secret's ARN and status, the endpoint, engine and database.
 
 use aws_sdk_rds::Client;
-use aws_sdk_rds::error::SdkError;
+use aws_sdk_rds::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_rds::operation::describe_db_clusters::DescribeDBClustersError;
 use aws_sdk_rds::operation::describe_db_instances::DescribeDBInstancesError;
 use aws_sdk_rds::types::MasterUserSecret;
 
-use super::{BoxFuture, MAX_ARN, RdsApi, RdsTarget, SourceError, Topology, bounded, sdk_failure};
+use super::api::{BoxFuture, RdsApi, Topology};
+use super::aws::sdk_failure;
+use super::error::{MAX_ARN, SourceError, bounded};
+use crate::config::RdsTarget;
+use crate::credentials::{Endpoint, SECRET_STATUSES};
 
 #[derive(Debug, Clone)]
 pub(crate) struct RdsClient {
@@ -43,9 +47,7 @@ impl RdsClient {
         topology(
             id,
             instance.master_user_secret(),
-            Topology {
-                secret_arn: String::new(),
-                secret_status: None,
+            Endpoint {
                 host: endpoint
                     .and_then(aws_sdk_rds::types::Endpoint::address)
                     .map(str::to_owned),
@@ -80,9 +82,7 @@ impl RdsClient {
         topology(
             id,
             cluster.master_user_secret(),
-            Topology {
-                secret_arn: String::new(),
-                secret_status: None,
+            Endpoint {
                 host: cluster.endpoint().map(str::to_owned),
                 port: cluster.port().and_then(|p| u16::try_from(p).ok()),
                 reader_host: cluster.reader_endpoint().map(str::to_owned),
@@ -94,6 +94,13 @@ impl RdsClient {
 }
 
 impl RdsApi for RdsClient {
+    fn operation(&self, target: &RdsTarget) -> &'static str {
+        match target {
+            RdsTarget::Instance(_) => "DescribeDBInstances",
+            RdsTarget::Cluster(_) => "DescribeDBClusters",
+        }
+    }
+
     fn resolve<'a>(
         &'a self,
         target: &'a RdsTarget,
@@ -107,13 +114,13 @@ impl RdsApi for RdsClient {
     }
 }
 
-/// Completes `partial` with the master user secret, which must exist, and checks what RDS
+/// Completes `endpoint` with the master user secret, which must exist, and checks what RDS
 /// answered before it is kept: lengths bounded, no control characters, and a secret status
 /// only when it is one of the four RDS documents.
 fn topology(
     id: &str,
     secret: Option<&MasterUserSecret>,
-    partial: Topology,
+    endpoint: Endpoint,
 ) -> Result<Topology, SourceError> {
     let secret_arn = secret
         .and_then(MasterUserSecret::secret_arn)
@@ -130,16 +137,16 @@ fn topology(
             .and_then(MasterUserSecret::secret_status)
             .map(str::to_ascii_lowercase)
             .filter(|status| SECRET_STATUSES.contains(&status.as_str())),
-        host: checked("the endpoint", partial.host, MAX_HOST)?,
-        reader_host: checked("the reader endpoint", partial.reader_host, MAX_HOST)?,
-        engine: checked("the engine", partial.engine, MAX_NAME)?,
-        dbname: checked("the database name", partial.dbname, MAX_NAME)?,
-        port: partial.port,
+        endpoint: Endpoint {
+            host: checked("the endpoint", endpoint.host, MAX_HOST)?,
+            reader_host: checked("the reader endpoint", endpoint.reader_host, MAX_HOST)?,
+            engine: checked("the engine", endpoint.engine, MAX_NAME)?,
+            dbname: checked("the database name", endpoint.dbname, MAX_NAME)?,
+            port: endpoint.port,
+        },
     })
 }
 
-/// The values `MasterUserSecret.SecretStatus` takes.
-pub(crate) const SECRET_STATUSES: [&str; 4] = ["creating", "active", "rotating", "impaired"];
 /// Longest host name kept (DNS allows 253).
 const MAX_HOST: usize = 253;
 /// Longest engine or database name kept.
@@ -148,7 +155,7 @@ const MAX_NAME: usize = 255;
 /// Sorts an SDK error: `gone` when the service said the database does not exist.
 fn classify<E>(id: &str, err: &SdkError<E>, gone: bool) -> SourceError
 where
-    E: aws_sdk_rds::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     if gone {
         SourceError::Gone(id.to_owned())

@@ -1,23 +1,29 @@
-//! AWS Secrets Manager through the AWS SDK: `GetSecretValue` for `AWSCURRENT` (or `AWSPENDING`)
-//! and `DescribeSecret`, with explicit connect, attempt and operation timeouts so that a hung
-//! endpoint can never hang a request.
+//! AWS Secrets Manager through the AWS SDK (set up in `aws.rs`, with explicit connect, attempt
+//! and operation timeouts): `GetSecretValue` for `AWSCURRENT` or `AWSPENDING`, and
+//! `DescribeSecret` for rotation facts.
 
 use std::time::SystemTime;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_sdk_secretsmanager::primitives::DateTime;
 
-use super::{
-    BoxFuture, MALFORMED_RESPONSE, MAX_ARN, SecretMetadata, Source, SourceError, Stage, bounded,
-    is_version_id, sdk_failure,
-};
-use crate::config::AwsConfig;
+use super::api::{BoxFuture, Call, RotationFacts, Source, Version};
+use super::aws::sdk_failure;
+use super::error::{MALFORMED_RESPONSE, MAX_ARN, SourceError, bounded, is_version_id};
 use crate::credentials::{SecretPayload, SecretVersion};
+
+/// The staging label of a version.
+fn stage(version: Version) -> &'static str {
+    match version {
+        Version::Current => CURRENT,
+        Version::Pending => PENDING,
+    }
+}
+
+const CURRENT: &str = "AWSCURRENT";
+const PENDING: &str = "AWSPENDING";
 
 /// The largest secret value kept: Secrets Manager stores at most 64 KiB.
 const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -25,27 +31,6 @@ const MAX_SECRET_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct SecretsManagerSource {
     client: Client,
-}
-
-/// Loads the shared AWS SDK configuration (credentials chain, region, endpoint) with the broker's
-/// timeouts and retry policy applied.
-pub(crate) async fn sdk_config(config: &AwsConfig) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(config.connect_timeout)
-                .operation_attempt_timeout(config.attempt_timeout)
-                .operation_timeout(config.operation_timeout)
-                .build(),
-        )
-        .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
-    if let Some(region) = &config.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(url) = &config.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
 }
 
 impl SecretsManagerSource {
@@ -58,7 +43,7 @@ impl SecretsManagerSource {
     async fn fetch_inner(
         &self,
         secret_id: &str,
-        stage: Stage,
+        version: Version,
     ) -> Result<SecretVersion, SourceError> {
         // The stage is always sent, AWSCURRENT included: it is the contract, and it avoids
         // reading an old version from implementations that cache the default.
@@ -66,7 +51,7 @@ impl SecretsManagerSource {
             .client
             .get_secret_value()
             .secret_id(secret_id)
-            .version_stage(stage.label())
+            .version_stage(stage(version))
             .send()
             .await
             .map_err(|e| match e.as_service_error() {
@@ -112,7 +97,7 @@ impl SecretsManagerSource {
         })
     }
 
-    async fn describe_inner(&self, secret_id: &str) -> Result<SecretMetadata, SourceError> {
+    async fn describe_inner(&self, secret_id: &str) -> Result<RotationFacts, SourceError> {
         let output = self
             .client
             .describe_secret()
@@ -130,13 +115,12 @@ impl SecretsManagerSource {
             versions
                 .iter()
                 .find(|(_, stages)| {
-                    stages.iter().any(|s| s == Stage::Pending.label())
-                        && !stages.iter().any(|s| s == Stage::Current.label())
+                    stages.iter().any(|s| s == PENDING) && !stages.iter().any(|s| s == CURRENT)
                 })
                 .map(|(id, _)| id.clone())
                 .filter(|id| is_version_id(id))
         });
-        Ok(SecretMetadata {
+        Ok(RotationFacts {
             rotation_enabled: output.rotation_enabled().unwrap_or(false),
             last_rotated: time(output.last_rotated_date()),
             next_rotation: time(output.next_rotation_date()),
@@ -146,22 +130,25 @@ impl SecretsManagerSource {
 }
 
 impl Source for SecretsManagerSource {
-    fn fetch_operation(&self) -> &'static str {
-        "GetSecretValue"
+    fn operation(&self, call: Call) -> &'static str {
+        match call {
+            Call::Read => "GetSecretValue",
+            Call::Rotation => "DescribeSecret",
+        }
     }
 
-    fn fetch<'a>(
+    fn read<'a>(
         &'a self,
         secret_id: &'a str,
-        stage: Stage,
+        version: Version,
     ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
-        Box::pin(self.fetch_inner(secret_id, stage))
+        Box::pin(self.fetch_inner(secret_id, version))
     }
 
-    fn describe<'a>(
+    fn rotation<'a>(
         &'a self,
         secret_id: &'a str,
-    ) -> Option<BoxFuture<'a, Result<SecretMetadata, SourceError>>> {
+    ) -> Option<BoxFuture<'a, Result<RotationFacts, SourceError>>> {
         Some(Box::pin(self.describe_inner(secret_id)))
     }
 }

@@ -1,0 +1,87 @@
+//! One fetch of a database's credentials: resolve RDS if needed, read the current version (and
+//! the pending one when asked and the current did not change), merge the endpoint, parse.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::{debug, info, warn};
+
+use super::error::BrokerError;
+use super::state::DbState;
+use super::upstream::Upstream;
+use crate::config::SecretRef;
+use crate::credentials::{Credentials, MalformedSecret};
+use crate::source::{Call, SourceError, Topology, Version};
+
+impl Upstream {
+    /// Fetches `state`'s database from the source; records the version, readiness and metrics.
+    pub(super) async fn fetch(
+        &self,
+        state: &DbState,
+        with_pending: bool,
+    ) -> Result<Arc<Credentials>, BrokerError> {
+        let name = &state.name;
+        let mut topology = self.topology(state, false).await?;
+        let operation = self.source.operation(Call::Read);
+        let secret_id = |topology: &Option<Arc<Topology>>| match (&state.config.secret, topology) {
+            (SecretRef::SecretId(id), _) => id.clone(),
+            (SecretRef::Rds(_), Some(t)) => t.secret_arn.clone(),
+            (SecretRef::Rds(_), None) => unreachable!("RDS databases always have a topology"),
+        };
+        let mut id = secret_id(&topology);
+        let mut result = self
+            .observe(operation, self.source.read(&id, Version::Current))
+            .await;
+        if matches!(result, Err(SourceError::NotFound(_))) && topology.is_some() {
+            // The secret is gone: the instance may have been re-created with a new one.
+            topology = self.topology(state, true).await?;
+            let new_id = secret_id(&topology);
+            if new_id != id {
+                info!(db = %name, "the RDS database has a new master user secret");
+                id = new_id;
+                result = self
+                    .observe(operation, self.source.read(&id, Version::Current))
+                    .await;
+            }
+        }
+        let secret = result.inspect_err(|e| {
+            warn!(db = %name, error = %e, "fetching credentials failed");
+        })?;
+        let malformed = |reason: MalformedSecret| {
+            warn!(db = %name, %reason, "secret is not usable as database credentials");
+            BrokerError::Malformed {
+                db: name.clone(),
+                reason,
+            }
+        };
+        // The configuration's endpoint values first, RDS's where it has none.
+        let (fallback, secret_status) = match &topology {
+            Some(t) => (
+                state.config.endpoint.clone().or(t.endpoint.clone()),
+                t.secret_status.clone(),
+            ),
+            None => (state.config.endpoint.clone(), None),
+        };
+        let mut credentials =
+            Credentials::from_secret(name.clone(), fallback, secret_status, secret)
+                .map_err(malformed)?;
+        let unchanged = state.is_last_version(&credentials.version_id);
+        if with_pending && (unchanged || state.pending_hint.load(Ordering::Acquire)) {
+            match self
+                .observe(operation, self.source.read(&id, Version::Pending))
+                .await
+            {
+                Ok(pending) => {
+                    credentials = credentials.with_pending(pending).map_err(malformed)?;
+                }
+                Err(SourceError::NotFound(_)) => state.pending_hint.store(false, Ordering::Release),
+                Err(e) => warn!(db = %name, error = %e, "reading the pending version failed"),
+            }
+        }
+        state.note_version(&credentials.version_id);
+        state.metrics.set_last_fetch(credentials.fetched_at);
+        state.ready.store(true, Ordering::Release);
+        debug!(db = %name, version_id = %credentials.version_id, "credentials fetched");
+        Ok(Arc::new(credentials))
+    }
+}

@@ -1,0 +1,25 @@
+//! The core: a database name in, current credentials out, through the cache and the sources.
+//! Every upstream call for a database goes through one per-database flight, so there is never
+//! more than one in progress; failures back off with growing, jittered delays; entries are
+//! refreshed in the background before their TTL ends; and while the source fails the last good
+//! credentials are served, marked stale, for at most `max_stale`. RDS databases are resolved to
+//! their master user secret and endpoint, cached apart with a longer TTL. Nothing here knows
+//! about HTTP.
+
+mod error;
+mod fetch;
+mod flight;
+mod refresher;
+mod serve;
+mod state;
+mod topology;
+mod upstream;
+
+pub use error::BrokerError;
+pub(crate) use serve::BrokerSettings;
+pub use serve::{Broker, Readiness, Served};
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

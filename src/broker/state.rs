@@ -1,0 +1,121 @@
+//! What the broker keeps per configured database for as long as it runs: readiness, the flight,
+//! the background schedule, the last version and topology seen, and the metric series.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::flight::Flight;
+use crate::config::DatabaseConfig;
+use crate::credentials::DbName;
+use crate::metrics::{DbMetrics, Metrics};
+use crate::source::Topology;
+
+/// Per-database state that lives as long as the broker.
+#[derive(Debug)]
+pub(super) struct DbState {
+    pub(super) name: DbName,
+    pub(super) config: DatabaseConfig,
+    /// Set once the credentials were fetched successfully.
+    pub(super) ready: AtomicBool,
+    /// Held for the duration of each upstream call: at most one per database.
+    pub(super) flight: tokio::sync::Mutex<Flight>,
+    /// When the background task should fetch next (refresh-ahead or retry after backoff).
+    pub(super) next_fetch: Mutex<Option<Instant>>,
+    /// Wakes the background task when `next_fetch` is first set, or set to now.
+    pub(super) wake: Notify,
+    /// Set while stale credentials are served, so that each outage is logged once.
+    pub(super) serving_stale: AtomicBool,
+    /// The version id last fetched, to notice rotations.
+    last_version: Mutex<Option<String>>,
+    /// The resolved RDS topology and when it was resolved.
+    pub(super) topology: Mutex<Option<(Instant, Arc<Topology>)>>,
+    /// The source saw a pending version: fetch it with the next fetch.
+    pub(super) pending_hint: AtomicBool,
+    /// The last fetch found a value that is not credentials: the last good credentials are
+    /// served, marked stale, until a fetch succeeds again (or they expire).
+    pub(super) rejected: AtomicBool,
+    /// This database's metric series.
+    pub(super) metrics: DbMetrics,
+}
+
+impl DbState {
+    /// A database not fetched yet; `warm` schedules its first fetch now.
+    pub(super) fn new(name: DbName, config: DatabaseConfig, warm: bool, metrics: &Metrics) -> Self {
+        Self {
+            metrics: DbMetrics::new(metrics, name.clone()),
+            name,
+            config,
+            ready: AtomicBool::new(false),
+            flight: tokio::sync::Mutex::new(Flight::default()),
+            next_fetch: Mutex::new(warm.then(Instant::now)),
+            wake: Notify::new(),
+            serving_stale: AtomicBool::new(false),
+            last_version: Mutex::new(None),
+            topology: Mutex::new(None),
+            pending_hint: AtomicBool::new(false),
+            rejected: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(super) fn is_rejected(&self) -> bool {
+        self.rejected.load(Ordering::Acquire)
+    }
+
+    /// The topology last resolved, however old.
+    pub(super) fn last_topology(&self) -> Option<Arc<Topology>> {
+        self.lock_topology().as_ref().map(|(_, t)| Arc::clone(t))
+    }
+
+    pub(super) fn lock_topology(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(Instant, Arc<Topology>)>> {
+        self.topology.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn lock_next_fetch(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.next_fetch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `version_id` is the version last fetched.
+    pub(super) fn is_last_version(&self, version_id: &str) -> bool {
+        self.last_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref()
+            == Some(version_id)
+    }
+
+    /// Remembers the version fetched; a change is a rotation, counted and logged (version ids
+    /// only).
+    pub(super) fn note_version(&self, version_id: &str) {
+        let mut last = self
+            .last_version
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(previous) = last.as_deref()
+            && previous != version_id
+        {
+            info!(db = %self.name, previous_version = previous, version_id, "credentials version changed");
+            self.metrics.count(|c| &c.rotations);
+        }
+        *last = Some(version_id.to_owned());
+    }
+
+    /// Counts a stale answer; the first of an outage is logged.
+    pub(super) fn note_stale(&self, age: Duration) {
+        self.metrics.count(|c| &c.stale_served);
+        if !self.serving_stale.swap(true, Ordering::AcqRel) {
+            warn!(db = %self.name, age_seconds = age.as_secs(), "serving stale credentials: the secret source is failing");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Brokers over the stand-in source, for the unit tests of the broker and of the layers above
+//! it (which so never name a source type).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::serve::{Broker, BrokerSettings};
+use crate::config::{CacheConfig, DatabaseConfig, RotationConfig, UpstreamConfig};
+use crate::credentials::DbName;
+use crate::metrics::Metrics;
+pub(crate) use crate::source::stand_in::PASSWORD;
+use crate::source::stand_in::{Controls, StandInSource};
+use crate::source::{RdsApi, Sources};
+
+/// How a test broker is built; [`TestBroker::default`] is what most tests want.
+pub(crate) struct TestBroker {
+    /// Database name and the stand-in's secret id it reads.
+    pub(crate) databases: Vec<(&'static str, DatabaseConfig)>,
+    pub(crate) cache: CacheConfig,
+    pub(crate) upstream: UpstreamConfig,
+    pub(crate) rotation: RotationConfig,
+    /// How long the stand-in source takes to answer.
+    pub(crate) delay: Duration,
+    pub(crate) rds: Option<Box<dyn RdsApi>>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self {
+            databases: Vec::new(),
+            cache: CacheConfig::for_tests(Duration::from_mins(1), Duration::from_mins(1)),
+            upstream: UpstreamConfig::default(),
+            rotation: RotationConfig::default(),
+            delay: Duration::ZERO,
+            rds: None,
+            metrics: Metrics::new(),
+        }
+    }
+}
+
+impl TestBroker {
+    /// Adds a database read from the stand-in's secret `secret_id`.
+    pub(crate) fn database(mut self, name: &'static str, secret_id: &str) -> Self {
+        self.databases
+            .push((name, DatabaseConfig::for_tests(secret_id)));
+        self
+    }
+
+    /// The broker, and the controls of its stand-in source.
+    pub(crate) fn build(self) -> (Arc<Broker>, Arc<Controls>) {
+        let source = StandInSource::new(self.delay, "v1");
+        let controls = source.controls();
+        let broker = Broker::new(
+            self.databases
+                .into_iter()
+                .map(|(name, config)| (DbName::parse(name).unwrap(), config)),
+            &self.cache,
+            BrokerSettings {
+                sources: Sources {
+                    secrets: Box::new(source),
+                    rds: self.rds,
+                },
+                metrics: self.metrics,
+                upstream: self.upstream,
+                rotation: self.rotation,
+            },
+        );
+        (Arc::new(broker), controls)
+    }
+}

@@ -1,0 +1,53 @@
+//! `env`: shell variable assignments (`PGPASSWORD='...'`, or MySQL's), single-quoted for a POSIX
+//! shell to `source`.
+
+use super::{Engine, RenderError, refuse_nul};
+use crate::credentials::model::Credentials;
+
+pub(in crate::credentials) fn render(
+    c: &Credentials,
+    engine: Engine,
+) -> Result<String, RenderError> {
+    let names = match engine {
+        Engine::Postgres => ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD"],
+        Engine::Mysql | Engine::Mariadb => [
+            "MYSQL_HOST",
+            "MYSQL_TCP_PORT",
+            "MYSQL_DATABASE",
+            "MYSQL_USER",
+            "MYSQL_PWD",
+        ],
+    };
+    let port = c.endpoint.port.map(|p| p.to_string());
+    let values = [
+        c.endpoint.host.as_deref(),
+        port.as_deref(),
+        c.endpoint.dbname.as_deref(),
+        Some(c.username.as_str()),
+        Some(c.password()),
+    ];
+    refuse_nul(values.iter().flatten().copied())?;
+    let mut out = String::with_capacity(256);
+    for (name, value) in names.iter().zip(values) {
+        if let Some(value) = value {
+            out.push_str(name);
+            out.push('=');
+            shell_quote(&mut out, value);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Appends a POSIX shell word: single-quoted, each `'` written as `'\''`.
+fn shell_quote(out: &mut String, value: &str) {
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+}

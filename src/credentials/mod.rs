@@ -1,0 +1,20 @@
+//! The ground floor, which uses nothing else of the crate: database names, endpoints, the
+//! credentials model (the password a secret type), parsing of secret JSON, and the output
+//! formats, each body rendered once per fetched version and shared by every request.
+
+mod endpoint;
+mod format;
+mod model;
+mod names;
+mod render;
+mod secret;
+
+pub use endpoint::Endpoint;
+pub use format::{Format, RenderError};
+pub use model::{Credentials, Pending, SECRET_STATUSES};
+pub use names::{DbName, MAX_DB_NAME_LEN};
+pub use render::Rendered;
+pub use secret::{MalformedSecret, SecretPayload, SecretVersion};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,356 @@
+//! Unit tests of the credentials model, parsing and every output format (round trips through
+//! libpq, JDBC URL and shell parsers).
+
+use serde_json::Value;
+
+use super::*;
+
+const PASSWORD: &str = "pa:ss@w/o\"rd!#%";
+
+fn config() -> Endpoint {
+    Endpoint {
+        host: Some("config-host".into()),
+        port: Some(5433),
+        dbname: Some("orders".into()),
+        engine: Some("postgres".into()),
+        reader_host: None,
+    }
+}
+
+fn parse_string(text: &str) -> Result<Credentials, MalformedSecret> {
+    Credentials::from_secret(
+        DbName::parse("orders").unwrap(),
+        config(),
+        None,
+        SecretVersion {
+            payload: SecretPayload::String(text.into()),
+            version_id: "v1".into(),
+            arn: Some("arn:aws:secretsmanager:us-east-1:1:secret:x".into()),
+        },
+    )
+}
+
+#[test]
+fn bodies_are_rendered_once_per_format_and_shared() {
+    let c = parse_string(&format!(
+        r#"{{"username":"u","password":{}}}"#,
+        serde_json::to_string(PASSWORD).unwrap()
+    ))
+    .unwrap();
+    for format in [Format::Json, Format::Uri, Format::KeyValue] {
+        let first = c.render(format, false).unwrap().body;
+        let second = c.render(format, false).unwrap().body;
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "{format:?} is not re-rendered"
+        );
+    }
+    let fresh = c.render(Format::Json, false).unwrap().body;
+    let stale = c.render(Format::Json, true).unwrap().body;
+    assert_ne!(fresh, stale, "the stale flag has its own body");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&stale).unwrap()["stale"],
+        true
+    );
+    assert_eq!(c.etag().as_ref(), b"\"v1\"");
+    assert!(!format!("{c:?}").contains(PASSWORD));
+}
+
+#[test]
+fn rds_managed_shape_takes_the_rest_from_config() {
+    let c =
+        parse_string(&serde_json::json!({"username": "admin", "password": PASSWORD}).to_string())
+            .unwrap();
+    assert_eq!(c.username, "admin");
+    assert_eq!(c.password(), PASSWORD);
+    assert_eq!(c.endpoint.host.as_deref(), Some("config-host"));
+    assert_eq!(c.endpoint.port, Some(5433));
+    assert_eq!(c.endpoint.dbname.as_deref(), Some("orders"));
+    assert_eq!(c.endpoint.engine.as_deref(), Some("postgres"));
+}
+
+#[test]
+fn classic_shape_values_win_over_config_and_port_may_be_a_string() {
+    let c = parse_string(
+        r#"{"username":"u","password":"p","host":"secret-host","port":"6432","dbname":"d","engine":"mysql","dbInstanceIdentifier":"x"}"#,
+    )
+    .unwrap();
+    assert_eq!(c.endpoint.host.as_deref(), Some("secret-host"));
+    assert_eq!(c.endpoint.port, Some(6432));
+    assert_eq!(c.endpoint.dbname.as_deref(), Some("d"));
+    assert_eq!(c.endpoint.engine.as_deref(), Some("mysql"));
+    let c = parse_string(r#"{"username":"u","password":"p","port":3306}"#).unwrap();
+    assert_eq!(c.endpoint.port, Some(3306));
+}
+
+#[test]
+fn secret_binary_holding_json_parses() {
+    let c = Credentials::from_secret(
+        DbName::parse("orders").unwrap(),
+        config(),
+        None,
+        SecretVersion {
+            payload: SecretPayload::Binary(br#"{"username":"u","password":"p"}"#.to_vec().into()),
+            version_id: "v1".into(),
+            arn: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(c.password(), "p");
+}
+
+#[test]
+fn malformed_secrets_are_classified_without_their_content() {
+    let cases = [
+        (
+            format!("not json {PASSWORD}"),
+            MalformedSecret::NotJson { line: 1, column: 2 },
+        ),
+        (
+            serde_json::json!([PASSWORD]).to_string(),
+            MalformedSecret::NotAnObject,
+        ),
+        (
+            serde_json::json!({"password": PASSWORD}).to_string(),
+            MalformedSecret::MissingField("username"),
+        ),
+        (
+            r#"{"username":"u"}"#.to_owned(),
+            MalformedSecret::MissingField("password"),
+        ),
+        (
+            serde_json::json!({"username": "u", "password": PASSWORD, "port": PASSWORD})
+                .to_string(),
+            MalformedSecret::InvalidField("port"),
+        ),
+        (
+            r#"{"username":"u","password":"p","port":70000}"#.to_owned(),
+            MalformedSecret::InvalidField("port"),
+        ),
+        (
+            r#"{"username":7,"password":"p"}"#.to_owned(),
+            MalformedSecret::InvalidField("username"),
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = parse_string(&text).unwrap_err();
+        if let MalformedSecret::NotJson { .. } = expected {
+            assert!(matches!(err, MalformedSecret::NotJson { .. }), "{err:?}");
+        } else {
+            assert_eq!(err, expected);
+        }
+        assert!(!err.to_string().contains(PASSWORD));
+        assert!(!format!("{err:?}").contains(PASSWORD));
+    }
+}
+
+#[test]
+fn debug_output_never_shows_the_password() {
+    let c = parse_string(&serde_json::json!({"username": "u", "password": PASSWORD}).to_string())
+        .unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains(PASSWORD), "{debug}");
+    assert!(debug.contains("[REDACTED]"));
+    let payload = SecretPayload::String(PASSWORD.into());
+    assert!(!format!("{payload:?}").contains(PASSWORD));
+}
+
+#[test]
+fn json_body_has_every_documented_field() {
+    let c = parse_string(&serde_json::json!({"username": "u", "password": PASSWORD}).to_string())
+        .unwrap();
+    let body: Value = serde_json::from_slice(&c.render(Format::Json, false).unwrap().body).unwrap();
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in [
+        "db",
+        "engine",
+        "host",
+        "port",
+        "dbname",
+        "username",
+        "password",
+        "version_id",
+        "secret_arn",
+        "fetched_at",
+        "stale",
+    ] {
+        assert!(keys.contains(&key), "missing {key}");
+    }
+    assert_eq!(body["password"], PASSWORD);
+    assert_eq!(body["port"], 5433);
+    let fetched_at = body["fetched_at"].as_str().unwrap();
+    humantime::parse_rfc3339(fetched_at).expect("fetched_at is RFC 3339");
+}
+
+#[test]
+fn db_names_are_validated() {
+    for good in ["orders", "a", "db-1_x.y", &"a".repeat(64)] {
+        assert!(DbName::parse(good).is_ok(), "{good}");
+    }
+    for bad in ["", ".", "..", "a/b", "a b", "é", "%2e", &"a".repeat(65)] {
+        assert!(DbName::parse(bad).is_err(), "{bad}");
+    }
+}
+
+/// Every printable ASCII punctuation character, as RDS-generated passwords may contain.
+const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+fn with_password(password: &str, engine: &str) -> Credentials {
+    Credentials::from_secret(
+        DbName::parse("orders").unwrap(),
+        Endpoint {
+            host: Some("db.example.internal".into()),
+            port: Some(5432),
+            dbname: Some("or ders/%".into()),
+            engine: Some(engine.into()),
+            reader_host: None,
+        },
+        None,
+        SecretVersion {
+            payload: SecretPayload::String(
+                serde_json::json!({"username": "app user@x", "password": password})
+                    .to_string()
+                    .into(),
+            ),
+            version_id: "v1".into(),
+            arn: None,
+        },
+    )
+    .unwrap()
+}
+
+fn text(c: &Credentials, format: Format) -> String {
+    String::from_utf8(c.render(format, false).unwrap().body.to_vec()).unwrap()
+}
+
+/// libpq's own parsers, as tokio-postgres implements them, read back URI and key/value.
+fn libpq_password(rendered: &str) -> (String, String) {
+    let config: tokio_postgres::Config = rendered.parse().expect("libpq parses it");
+    let password = String::from_utf8(config.get_password().unwrap().to_vec()).unwrap();
+    (config.get_user().unwrap().to_owned(), password)
+}
+
+fn jdbc_password(rendered: &str) -> (String, String) {
+    let url = url::Url::parse(rendered.strip_prefix("jdbc:").unwrap()).unwrap();
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    (query["user"].clone(), query["password"].clone())
+}
+
+fn shell_password(rendered: &str) -> String {
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{rendered}printf %s \"$PGPASSWORD\""))
+        .output()
+        .expect("sh runs");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn assert_round_trips(password: &str) {
+    let c = with_password(password, "postgres");
+    let (user, pass) = libpq_password(&text(&c, Format::Uri));
+    assert_eq!(
+        (user.as_str(), pass.as_str()),
+        ("app user@x", password),
+        "uri"
+    );
+    let uri = url::Url::parse(&text(&c, Format::Uri)).unwrap();
+    assert_eq!(uri.host_str(), Some("db.example.internal"));
+    assert_eq!(uri.port(), Some(5432));
+    let (user, pass) = libpq_password(&text(&c, Format::KeyValue));
+    assert_eq!(
+        (user.as_str(), pass.as_str()),
+        ("app user@x", password),
+        "keyvalue"
+    );
+    let (user, pass) = jdbc_password(&text(&c, Format::Jdbc));
+    assert_eq!(
+        (user.as_str(), pass.as_str()),
+        ("app user@x", password),
+        "jdbc"
+    );
+    assert_eq!(shell_password(&text(&c, Format::Env)), password, "env");
+    let mysql = with_password(password, "mysql");
+    let uri = url::Url::parse(&text(&mysql, Format::Uri)).unwrap();
+    let decoded = percent_encoding::percent_decode_str(uri.password().unwrap())
+        .decode_utf8()
+        .unwrap();
+    assert_eq!(uri.scheme(), "mysql");
+    assert_eq!(decoded, password, "mysql uri");
+}
+
+#[test]
+fn every_format_round_trips_all_printable_punctuation() {
+    assert_round_trips(PUNCTUATION);
+    assert_round_trips(&format!("a{PUNCTUATION}z 0 9"));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn every_format_round_trips_random_printable_passwords(password in "[ -~]{1,40}") {
+        assert_round_trips(&password);
+    }
+}
+
+#[test]
+fn formats_name_the_engine_and_refuse_what_they_cannot_express() {
+    let c = with_password("p", "postgres");
+    assert!(
+        text(&c, Format::Uri)
+            .starts_with("postgresql://app%20user%40x:p@db.example.internal:5432/or%20ders%2F%25")
+    );
+    assert!(text(&c, Format::Jdbc).starts_with("jdbc:postgresql://db.example.internal:5432/"));
+    assert!(text(&c, Format::Env).starts_with("PGHOST='db.example.internal'\nPGPORT='5432'\n"));
+    let m = with_password("p", "mariadb");
+    assert!(text(&m, Format::Jdbc).starts_with("jdbc:mariadb://"));
+    assert!(text(&m, Format::Env).contains("MYSQL_PWD='p'"));
+    assert_eq!(
+        m.render(Format::KeyValue, false).unwrap_err(),
+        RenderError::Unsupported("keyvalue is the libpq format, for PostgreSQL only")
+    );
+    let unknown = with_password("p", "oracle-ee");
+    assert_eq!(
+        unknown.render(Format::Uri, false).unwrap_err(),
+        RenderError::UnknownEngine
+    );
+    assert!(unknown.render(Format::Json, false).is_ok());
+}
+
+#[test]
+fn ipv6_hosts_are_bracketed() {
+    let mut c = with_password("p", "postgres");
+    c.endpoint.host = Some("::1".into());
+    assert!(text(&c, Format::Uri).contains("@[::1]:5432/"));
+}
+
+#[test]
+fn pending_version_is_exposed_only_when_it_differs() {
+    let pending = |id: &str| SecretVersion {
+        payload: SecretPayload::String(r#"{"username":"u","password":"next"}"#.into()),
+        version_id: id.into(),
+        arn: None,
+    };
+    let c = with_password("p", "postgres")
+        .with_pending(pending("v1"))
+        .unwrap();
+    assert!(
+        c.pending.is_none(),
+        "the pending label on the current version is no rotation"
+    );
+    let c = with_password("p", "postgres")
+        .with_pending(pending("v2"))
+        .unwrap();
+    let body: Value = serde_json::from_slice(&c.render(Format::Json, false).unwrap().body).unwrap();
+    assert_eq!(body["pending"]["password"], "next");
+    assert_eq!(body["pending"]["version_id"], "v2");
+    assert!(
+        !format!("{c:?}").contains("next"),
+        "Debug hides the pending password"
+    );
+}

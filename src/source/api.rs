@@ -1,0 +1,84 @@
+//! What the broker asks of the places credentials come from: [`Source`] reads the current or
+//! pending version of a secret and, where the place knows rotation, its rotation facts;
+//! [`RdsApi`] resolves an RDS instance or cluster to its master user secret and endpoint.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use super::error::SourceError;
+use crate::config::RdsTarget;
+use crate::credentials::{Endpoint, SecretVersion};
+
+/// A boxed future, so that sources can sit behind `dyn` traits.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which version of a secret the broker needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// The version in use.
+    Current,
+    /// The version a rotation is putting in place, if there is one.
+    Pending,
+}
+
+/// The kinds of call a source answers, each counted in upstream metrics under the operation
+/// name its source gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// [`Source::read`].
+    Read,
+    /// [`Source::rotation`].
+    Rotation,
+}
+
+/// What a source knows of a secret's rotation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationFacts {
+    pub rotation_enabled: bool,
+    pub last_rotated: Option<SystemTime>,
+    pub next_rotation: Option<SystemTime>,
+    /// A version that is pending and not current: a rotation is under way.
+    pub pending_version: Option<String>,
+}
+
+/// A place secrets are read from, by id.
+pub(crate) trait Source: Send + Sync + 'static {
+    /// The operation name upstream metrics count `call` under (`GetSecretValue`, ...).
+    fn operation(&self, call: Call) -> &'static str;
+
+    /// Reads `version` of `secret_id`; [`SourceError::NotFound`] when there is no such
+    /// version (for [`Version::Pending`]: no rotation under way).
+    fn read<'a>(
+        &'a self,
+        secret_id: &'a str,
+        version: Version,
+    ) -> BoxFuture<'a, Result<SecretVersion, SourceError>>;
+
+    /// Rotation facts about `secret_id`; `None` (the default) for sources without rotation.
+    fn rotation<'a>(
+        &'a self,
+        _secret_id: &'a str,
+    ) -> Option<BoxFuture<'a, Result<RotationFacts, SourceError>>> {
+        None
+    }
+}
+
+/// What RDS says about an instance or cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub secret_arn: String,
+    /// `MasterUserSecret.SecretStatus`: creating, active, rotating or impaired.
+    pub secret_status: Option<String>,
+    /// The endpoint, the reader endpoint of a cluster, the engine and the database name.
+    pub endpoint: Endpoint,
+}
+
+/// Resolves RDS instances and clusters.
+pub(crate) trait RdsApi: Send + Sync + 'static {
+    /// The operation name upstream metrics count the resolution of `target` under.
+    fn operation(&self, target: &RdsTarget) -> &'static str;
+
+    fn resolve<'a>(&'a self, target: &'a RdsTarget)
+    -> BoxFuture<'a, Result<Topology, SourceError>>;
+}
