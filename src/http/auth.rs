@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
+use super::ApiState;
 use super::error::ApiError;
-use super::{ApiState, route};
 use crate::clients::{Client, Clients};
 use crate::config::Limits;
 
@@ -45,14 +45,8 @@ pub(crate) fn admit(state: &ApiState, request: &Request) -> Result<Arc<Client>, 
     let Some(clients) = &state.clients else {
         return Ok(Arc::clone(&state.anonymous));
     };
-    identify(clients, request).ok_or_else(|| {
-        if let Some((db, action)) = route::target(request.uri().path()) {
-            state
-                .audit
-                .record(None, db, action, Err(&ApiError::Unauthorized));
-        }
-        ApiError::Unauthorized
-    })
+    // Unauthenticated requests are audited once routed, by the route they name.
+    identify(clients, request).ok_or(ApiError::Unauthorized)
 }
 
 /// The client behind a bearer token, or else behind the Unix socket peer's uid. A token that is

@@ -49,10 +49,16 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
 pub(crate) async fn get(
     State(state): State<Arc<ApiState>>,
     Extension(Caller(client)): Extension<Caller>,
+    method: Method,
+    uri: Uri,
     db: Result<Path<String>, PathRejection>,
     query: Result<Query<FormatQuery>, QueryRejection>,
     IfNoneMatch(headers): IfNoneMatch,
 ) -> Result<Response, ApiError> {
+    // A plain read is read as the front reads it, by the one function that decides what one is.
+    if let Some((db, format)) = plain_read(&method, &uri) {
+        return read(&state, &client, db, Ok(format), &headers).await;
+    }
     let db = database(db).inspect_err(|e| {
         state.audit.record(Some(&client), "", Action::Read, Err(e));
     })?;
@@ -63,17 +69,16 @@ pub(crate) async fn get(
     read(&state, &client, &db, format, &headers).await
 }
 
-/// The database and format of a plain credentials read, `GET /credentials/{db}` with a valid
-/// name as it stands (nothing percent-encoded) and no query or just `format=<letters>`: the
-/// requests the front layer answers through [`read_now`] or [`read`] without the router. Any
-/// other request goes through the router to [`get`], which gives the same answer for these.
+/// The database and format of a plain credentials read, `GET` of [`route::CREDENTIALS_ROUTE`]
+/// with a valid name as it stands (nothing percent-encoded) and no query or just
+/// `format=<letters>`: the requests the front layer answers through [`read_now`] or [`read`]
+/// without the router. The router's [`get`] reads these the same way, by this function; any
+/// other read it decodes first.
 pub(crate) fn plain_read<'a>(method: &Method, uri: &'a Uri) -> Option<(&'a str, Option<&'a str>)> {
     if method != Method::GET {
         return None;
     }
-    let (db, Action::Read) = route::target(uri.path())? else {
-        return None;
-    };
+    let db = route::raw_db(uri.path(), route::CREDENTIALS_ROUTE)?;
     DbName::check(db).ok()?;
     let format = match uri.query() {
         None => None,

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::broker::BrokerError;
 use crate::credentials::{DbName, Format, RenderError};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ApiError {
     Unauthorized,
     Forbidden,

@@ -1,6 +1,7 @@
 //! The front of the credentials API, a tower service with its own future around the router:
 //! the overload cap, the guard (limits, `X-Forwarded-For`, the caller's identity), the request
-//! timeout, metrics and the security headers; and plain reads answered without the router.
+//! timeout, metrics by the route the router matched, and the security headers; and plain reads
+//! answered without the router.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,7 +23,8 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::auth::{self, Caller};
-use super::{ApiError, ApiState, credentials, finish, route};
+use super::route::{CREDENTIALS_ROUTE, MatchedRoute, Refused};
+use super::{ApiError, ApiState, credentials, finish};
 use crate::clients::Client;
 
 /// Everything in front of the credentials API's handlers, in order: metrics, the request log
@@ -30,9 +32,11 @@ use crate::clients::Client;
 /// in progress, 503 `overloaded` at once, never a queue); the guard; and the request timeout
 /// (504 `request_timeout`), whose timer is only armed once the answer has to wait.
 ///
-/// A plain read (see [`credentials::plain_read`]), nearly every request in practice, is
-/// answered at once by [`credentials::read_now`] when the cache has the credentials, else by
-/// [`credentials::read`]; every other request goes through the router.
+/// A plain read (see [`credentials::plain_read`]) of an admitted caller, nearly every request in
+/// practice, is answered at once by [`credentials::read_now`] when the cache has the
+/// credentials, else by [`credentials::read`], and labelled by its route's constant. Every other
+/// request goes through the router, refused ones too: the router's layer ([`super::route`])
+/// answers those with their refusal, so each request is labelled by the route it matched.
 #[derive(Debug, Clone)]
 pub struct Front {
     state: Arc<ApiState>,
@@ -55,53 +59,76 @@ impl Front {
         // `Content-Length` over it is refused before any is read, by the guard).
         let limit = usize::try_from(self.state.limits.max_body_bytes).unwrap_or(usize::MAX);
         let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
-        let done = Done::enter(
-            &self.state,
-            route::template(request.uri().path()),
-            request.method().clone(),
-            started,
-        );
-        let answer = if done.admitted {
-            match auth::admit(&self.state, &request) {
-                Ok(client) => self.answer(request, client),
-                Err(err) => Answer::given(err),
-            }
+        let admission = AdmissionGuard::enter(&self.state, request.method().clone(), started);
+        let caller = if admission.admitted {
+            auth::admit(&self.state, &request)
         } else {
-            Answer::given(ApiError::Overloaded)
+            Err(ApiError::Overloaded)
+        };
+        let (answer, route) = match caller {
+            Ok(client) => self.answer(request, client),
+            Err(refusal) => self.route(request, Refused(refusal)),
         };
         FrontFuture {
             answer,
+            route,
             timer: None,
-            done: Some(done),
+            admission: Some(admission),
         }
     }
 
-    fn answer(&self, request: Request, client: Arc<Client>) -> Answer {
+    /// The answer to an admitted request of `client`, and the route it is labelled by.
+    fn answer(&self, request: Request, client: Arc<Client>) -> (Answer, RouteLabel) {
         let Some((db, format)) = credentials::plain_read(request.method(), request.uri()) else {
-            let mut request = request;
-            request.extensions_mut().insert(Caller(client));
-            return Answer::Routed {
-                future: self.router.clone().oneshot(request),
-            };
+            return self.route(request, Caller(client));
         };
+        let route = RouteLabel::Fixed(CREDENTIALS_ROUTE);
         if let Some(answer) =
             credentials::read_now(&self.state, &client, db, format, request.headers())
         {
-            return Answer::Given {
-                response: Some(answer.into_response()),
-            };
+            let response = Some(answer.into_response());
+            return (Answer::Ready { response }, route);
         }
         // Not in the cache: wait for the source.
         let state = Arc::clone(&self.state);
         let (parts, _) = request.into_parts();
-        Answer::Direct {
-            future: Box::pin(async move {
-                let (db, format) =
-                    credentials::plain_read(&parts.method, &parts.uri).expect("checked above");
-                credentials::read(&state, &client, db, Ok(format), &parts.headers)
-                    .await
-                    .into_response()
-            }),
+        let future = Box::pin(async move {
+            let (db, format) =
+                credentials::plain_read(&parts.method, &parts.uri).expect("checked above");
+            credentials::read(&state, &client, db, Ok(format), &parts.headers)
+                .await
+                .into_response()
+        });
+        (Answer::FromSource { future }, route)
+    }
+
+    /// Sends `request` through the router with `extension` (the caller, or a refusal); the
+    /// router tells the route it matched.
+    fn route<T>(&self, mut request: Request, extension: T) -> (Answer, RouteLabel)
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let matched = MatchedRoute::default();
+        request.extensions_mut().insert(extension);
+        request.extensions_mut().insert(matched.clone());
+        let future = self.router.clone().oneshot(request);
+        (Answer::Routed { future }, RouteLabel::Routed(matched))
+    }
+}
+
+/// The route template a request is counted under.
+enum RouteLabel {
+    /// The fast path's own route.
+    Fixed(&'static str),
+    /// What the router matched, once it has.
+    Routed(MatchedRoute),
+}
+
+impl RouteLabel {
+    fn template(&self) -> Option<&str> {
+        match self {
+            Self::Fixed(template) => Some(template),
+            Self::Routed(matched) => matched.template(),
         }
     }
 }
@@ -140,18 +167,12 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
 pin_project! {
     #[project = AnswerProj]
     enum Answer {
-        // Given at once: overloaded, refused by the guard, or a plain read the cache answered.
-        Given { response: Option<Response> },
-        Direct { future: Pin<Box<dyn Future<Output = Response> + Send>> },
+        // A plain read the cache answered at once.
+        Ready { response: Option<Response> },
+        // A plain read waiting for the source.
+        FromSource { future: Pin<Box<dyn Future<Output = Response> + Send>> },
+        // Everything else, refusals included: the router's answer.
         Routed { #[pin] future: Oneshot<Router, Request> },
-    }
-}
-
-impl Answer {
-    fn given(err: ApiError) -> Self {
-        Self::Given {
-            response: Some(err.into_response()),
-        }
     }
 }
 
@@ -160,30 +181,25 @@ pin_project! {
     pub struct FrontFuture {
         #[pin]
         answer: Answer,
+        route: RouteLabel,
         // Armed the first time the answer is not ready.
         timer: Option<Pin<Box<Sleep>>>,
-        done: Option<Done>,
+        admission: Option<AdmissionGuard>,
     }
 }
 
 /// A request counted as in flight and, when `admitted`, holding one of the
 /// `max_concurrent_requests` places, until its response is finished or it is dropped (the
 /// client went away); and what the response is counted with.
-struct Done {
+struct AdmissionGuard {
     state: Arc<ApiState>,
     admitted: bool,
-    route: Option<&'static str>,
     method: Method,
     started: Instant,
 }
 
-impl Done {
-    fn enter(
-        state: &Arc<ApiState>,
-        route: Option<&'static str>,
-        method: Method,
-        started: Instant,
-    ) -> Self {
+impl AdmissionGuard {
+    fn enter(state: &Arc<ApiState>, method: Method, started: Instant) -> Self {
         state.metrics.http_in_flight.inc();
         let max = state.limits.max_concurrent_requests;
         let admitted = state
@@ -195,14 +211,13 @@ impl Done {
         Self {
             state: Arc::clone(state),
             admitted,
-            route,
             method,
             started,
         }
     }
 }
 
-impl Drop for Done {
+impl Drop for AdmissionGuard {
     fn drop(&mut self) {
         if self.admitted {
             self.state.in_progress.fetch_sub(1, Ordering::AcqRel);
@@ -217,8 +232,8 @@ impl Future for FrontFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let ready = match this.answer.project() {
-            AnswerProj::Given { response } => Poll::Ready(response.take()),
-            AnswerProj::Direct { future } => future.as_mut().poll(cx).map(Some),
+            AnswerProj::Ready { response } => Poll::Ready(response.take()),
+            AnswerProj::FromSource { future } => future.as_mut().poll(cx).map(Some),
             AnswerProj::Routed { future } => future.poll(cx).map(|result| match result {
                 Ok(response) => Some(response),
                 Err(never) => match never {},
@@ -227,8 +242,8 @@ impl Future for FrontFuture {
         let response = match ready {
             Poll::Ready(response) => response.expect("polled after completion"),
             Poll::Pending => {
-                let done = this.done.as_ref().expect("polled after completion");
-                let deadline = done.started + done.state.limits.request_timeout;
+                let admission = this.admission.as_ref().expect("polled after completion");
+                let deadline = admission.started + admission.state.limits.request_timeout;
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
@@ -236,12 +251,12 @@ impl Future for FrontFuture {
                 ApiError::RequestTimeout.into_response()
             }
         };
-        let done = this.done.take().expect("polled after completion");
+        let admission = this.admission.take().expect("polled after completion");
         Poll::Ready(Ok(finish(
-            &done.state.metrics,
-            done.route,
-            &done.method,
-            done.started,
+            &admission.state.metrics,
+            this.route.template(),
+            &admission.method,
+            admission.started,
             response,
         )))
     }

@@ -1,31 +1,76 @@
-//! What a request path names, read before routing: the route template (the metric label) and the
-//! database and action of a credentials path. Matches exactly the paths the router matches.
+//! The routes of the credentials API as the router tells them: the route template a request
+//! matched (its metric label, for every route the router has, new ones included), and the
+//! refusals the front decided before routing, answered once the route is known.
 
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
 use super::audit::Action;
-
+use super::error::ApiError;
 pub(crate) use crate::metrics::CREDENTIALS_ROUTE;
+
 /// The route template of refreshes.
 pub(crate) const REFRESH_ROUTE: &str = "/credentials/{db}/refresh";
 
-/// The database (still percent-encoded) and action a credentials path names; `None` for every
-/// other path. As in the router, a read needs a name (`/credentials/` is no route) and a
-/// refresh does not (`/credentials//refresh` is one, with an empty name).
-pub(crate) fn target(path: &str) -> Option<(&str, Action)> {
-    let rest = path.strip_prefix("/credentials/")?;
-    match rest.split_once('/') {
-        None if rest.is_empty() => None,
-        None => Some((rest, Action::Read)),
-        Some((db, "refresh")) => Some((db, Action::Refresh)),
-        Some(_) => None,
+/// Where the router leaves the template a routed request matched, for the front to label the
+/// request by, even when the answer never comes (a request timeout).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MatchedRoute(Arc<OnceLock<MatchedPath>>);
+
+impl MatchedRoute {
+    /// The template, once the router matched one; `None` for a path no route matches.
+    pub(crate) fn template(&self) -> Option<&str> {
+        self.0.get().map(MatchedPath::as_str)
     }
 }
 
-/// The route template of `path`: the metric label of its request.
-pub(crate) fn template(path: &str) -> Option<&'static str> {
-    target(path).map(|(_, action)| match action {
-        Action::Read => CREDENTIALS_ROUTE,
-        Action::Refresh => REFRESH_ROUTE,
-    })
+/// A refusal decided before routing (overload, limits, a proxied request, no valid token),
+/// carried through the router so that the request is labelled by the route it names.
+#[derive(Debug, Clone)]
+pub(crate) struct Refused(pub(crate) ApiError);
+
+/// The router's layer: records the matched template, and answers a [`Refused`] request with
+/// its refusal (an unauthenticated one on a credentials route goes to the audit trail).
+pub(crate) async fn routed(
+    State(state): State<Arc<ApiState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    if let (Some(slot), Some(matched)) = (request.extensions().get::<MatchedRoute>(), &matched) {
+        let _ = slot.0.set(matched.clone());
+    }
+    let Some(Refused(refusal)) = request.extensions_mut().remove::<Refused>() else {
+        return next.run(request).await;
+    };
+    if matches!(refusal, ApiError::Unauthorized)
+        && let Some(template) = matched.as_ref().map(MatchedPath::as_str)
+        && let Some(action) = action(template)
+        && let Some(db) = raw_db(request.uri().path(), template)
+    {
+        state.audit.record(None, db, action, Err(&refusal));
+    }
+    refusal.into_response()
+}
+
+/// What a credentials route does, for the audit trail.
+fn action(template: &str) -> Option<Action> {
+    match template {
+        CREDENTIALS_ROUTE => Some(Action::Read),
+        REFRESH_ROUTE => Some(Action::Refresh),
+        _ => None,
+    }
+}
+
+/// The database segment of `path` as it stands (still percent-encoded), where `template` has
+/// `{db}`.
+pub(crate) fn raw_db<'a>(path: &'a str, template: &str) -> Option<&'a str> {
+    let (prefix, suffix) = template.split_once("{db}")?;
+    path.strip_prefix(prefix)?.strip_suffix(suffix)
 }
 
 #[cfg(test)]
@@ -33,33 +78,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_paths_name_their_database_and_action() {
-        assert!(matches!(
-            target("/credentials/orders"),
-            Some(("orders", Action::Read))
-        ));
-        assert!(matches!(
-            target("/credentials/orders/refresh"),
-            Some(("orders", Action::Refresh))
-        ));
-        assert!(matches!(
-            target("/credentials//refresh"),
-            Some(("", Action::Refresh))
-        ));
-        assert!(matches!(
-            target("/credentials/a%2Fb"),
-            Some(("a%2Fb", Action::Read))
-        ));
-        for other in [
-            "/credentials/orders/other",
-            "/credentials/orders/",
-            "/credentials/orders/refresh/",
-            "/credentials/",
-            "/credentials",
-            "//credentials/orders",
-            "/metrics",
-        ] {
-            assert!(target(other).is_none(), "{other}");
-        }
+    fn the_database_segment_is_cut_from_the_path_by_its_template() {
+        assert_eq!(
+            raw_db("/credentials/orders", CREDENTIALS_ROUTE),
+            Some("orders")
+        );
+        assert_eq!(
+            raw_db("/credentials/a%2Fb", CREDENTIALS_ROUTE),
+            Some("a%2Fb")
+        );
+        assert_eq!(
+            raw_db("/credentials/orders/refresh", REFRESH_ROUTE),
+            Some("orders")
+        );
+        assert_eq!(raw_db("/credentials//refresh", REFRESH_ROUTE), Some(""));
+        assert_eq!(raw_db("/metrics", CREDENTIALS_ROUTE), None);
+        assert_eq!(raw_db("/healthz", "/healthz"), None);
     }
 }
