@@ -37,7 +37,7 @@ fn bodies_are_rendered_once_per_format_and_shared() {
         serde_json::to_string(PASSWORD).unwrap()
     ))
     .unwrap();
-    for format in [Format::Json, Format::Uri, Format::KeyValue] {
+    for format in Format::all() {
         let first = c.render(format, false).unwrap().body;
         let second = c.render(format, false).unwrap().body;
         assert_eq!(
@@ -352,5 +352,44 @@ fn pending_version_is_exposed_only_when_it_differs() {
     assert!(
         !format!("{c:?}").contains("next"),
         "Debug hides the pending password"
+    );
+}
+
+#[test]
+fn every_format_is_documented_in_openapi_and_parses_by_its_name() {
+    let spec: Value = serde_norway::from_str(include_str!("../../openapi.yaml")).unwrap();
+    let documented: Vec<&str> = spec
+        .pointer("/paths/~1credentials~1{db}/get/parameters/0/schema/enum")
+        .and_then(Value::as_array)
+        .expect("the format parameter's enum")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let names: Vec<&str> = Format::all().map(Format::name).collect();
+    assert_eq!(documented, names);
+    for format in Format::all() {
+        assert_eq!(format.name().parse::<Format>(), Ok(format));
+    }
+    assert!("JSON".parse::<Format>().is_err());
+}
+
+#[test]
+fn an_endpoint_takes_each_field_from_itself_first_then_the_fallback() {
+    let secret = Endpoint {
+        host: Some("secret-host".into()),
+        ..Endpoint::default()
+    };
+    let merged = secret.or(config());
+    assert_eq!(merged.host.as_deref(), Some("secret-host"));
+    assert_eq!(merged.port, Some(5433));
+    assert_eq!(merged.engine.as_deref(), Some("postgres"));
+    assert_eq!(merged.reader_host, None);
+    let reader = Endpoint {
+        reader_host: Some("reader".into()),
+        ..Endpoint::default()
+    };
+    assert_eq!(
+        Endpoint::default().or(reader).reader_host.as_deref(),
+        Some("reader")
     );
 }
