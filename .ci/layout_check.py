@@ -61,13 +61,24 @@ def code_lines(text):
 
 
 def use_paths(text):
-    """Every crate-relative path a file names: `use` trees expanded, and inline paths."""
-    text = strip_comments(text)
+    """Every crate-relative path a file names: `use` trees expanded, and inline paths; a path
+    that starts with one of the file's own child modules is relative to the file (`self::`)."""
+    # `pub(in crate::x)` is visibility, not a use.
+    text = re.sub(r"pub\(in [\w:]+\)", "pub", strip_comments(text))
+    children = set(re.findall(r"^\s*(?:pub(?:\([\w:]+\))?\s+)?mod\s+(\w+)\s*;", text, flags=re.M))
+    roots = ("crate", "super", "self")
     paths = []
     for tree in re.findall(r"\buse\s+([^;]+);", text):
         paths.extend(expand(tree.replace("\n", " ").replace(" ", "")))
-    paths.extend(re.findall(r"(?<![\w:])((?:crate|super|self)(?:::\w+)+)", text))
-    return [p for p in paths if p.split("::")[0] in ("crate", "super", "self")]
+    paths.extend(re.findall(r"(?<![\w:])((?:\w+)(?:::\w+)+)", text))
+    out = []
+    for path in paths:
+        first = path.split("::")[0]
+        if first in roots:
+            out.append(path)
+        elif first in children:
+            out.append("self::" + path)
+    return out
 
 
 def expand(tree):
@@ -201,7 +212,9 @@ def self_test():
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         for rel, text in {
-            "lib.rs": "mod a;\nmod b;\nmod http;\nmod credentials;\nmod broker;\n",
+            "lib.rs": "mod a;\nmod b;\nmod http;\nmod credentials;\nmod broker;\nmod p;\n",
+            "p/mod.rs": "mod c;\npub struct P;\nfn f() -> c::C { c::C }\n",
+            "p/c.rs": "use super::P;\npub struct C;\n",
             "a.rs": "use crate::b::B;\npub struct A;\n",
             "b.rs": "use crate::a::A;\npub struct B;\n",
             "http/mod.rs": "use crate::source::Topology;\n",
@@ -211,7 +224,7 @@ def self_test():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             (src / rel).write_text(text)
         found = check(src)
-    expected = ["circle of use between: a.rs, b.rs", "http/mod.rs: names a source type",
+    expected = ["circle of use between: a.rs, b.rs", "circle of use between: p/c.rs, p/mod.rs", "http/mod.rs: names a source type",
                 "credentials/mod.rs: names another module", "broker/mod.rs: 401 lines of code"]
     missing = [e for e in expected if not any(e in p for p in found)]
     if missing or len(found) != len(expected):

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
-use super::ApiState;
 use super::error::ApiError;
+use super::state::ApiState;
 use crate::clients::{Client, Clients};
 use crate::config::Limits;
 

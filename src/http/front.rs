@@ -23,8 +23,11 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::auth::{self, Caller};
+use super::credentials;
+use super::error::ApiError;
+use super::observe::finish;
 use super::route::{CREDENTIALS_ROUTE, MatchedRoute, Refused};
-use super::{ApiError, ApiState, credentials, finish};
+use super::state::ApiState;
 use crate::clients::Client;
 
 /// Everything in front of the credentials API's handlers, in order: metrics, the request log

@@ -3,15 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
-use tracing::debug;
 
 use crate::audit::AuditSink;
 use crate::broker::Broker;
@@ -25,27 +21,15 @@ mod auth;
 mod credentials;
 mod error;
 mod front;
+mod observe;
 mod route;
+mod state;
 
 pub use auth::PeerUid;
 pub use error::ApiError;
 pub use front::Front;
-use route::{CREDENTIALS_ROUTE, REFRESH_ROUTE};
-
-/// What the credentials API's front layer and handlers share.
-#[derive(Debug)]
-pub(crate) struct ApiState {
-    broker: Arc<Broker>,
-    /// `None` when authentication is disabled.
-    clients: Option<Arc<Clients>>,
-    /// The caller of every request when authentication is disabled.
-    anonymous: Arc<Client>,
-    limits: Limits,
-    /// Requests in progress, at most `limits.max_concurrent_requests`.
-    in_progress: AtomicUsize,
-    audit: audit::Audit,
-    metrics: Metrics,
-}
+use route::{CREDENTIALS_ROUTE, REFRESH_ROUTE, RouterLayer};
+use state::ApiState;
 
 /// The credentials API: its router behind [`Front`]. `clients` is `None` only when auth is
 /// disabled in the configuration; audit events go to `audit` when there is one (the access
@@ -73,14 +57,14 @@ pub fn api_service(
         .route(REFRESH_ROUTE, post(credentials::refresh))
         // One body limit, `server.max_body_bytes`, applied by `Front` to the bytes received.
         .layer(DefaultBodyLimit::disable())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(route::not_found)
+        .method_not_allowed_fallback(route::method_not_allowed)
+        .with_state(Arc::clone(&state))
         // After every route and fallback, so that it wraps them all.
         .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
+            RouterLayer::Api(Arc::clone(&state)),
             route::routed,
-        ))
-        .with_state(Arc::clone(&state));
+        ));
     Front::new(state, router)
 }
 
@@ -91,107 +75,12 @@ pub fn admin_router(broker: Arc<Broker>, metrics: Metrics) -> Router {
         .route("/readyz", get(admin::readyz))
         .with_state(broker)
         .route("/metrics", get(admin::metrics).with_state(metrics.clone()))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(metrics, track))
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
-}
-
-/// Counts and times every admin request by route template, like [`Front`] does for the API.
-async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let in_flight = InFlight::enter(&metrics.http_in_flight);
-    let response = next.run(request).await;
-    drop(in_flight);
-    let route = matched.as_ref().map(MatchedPath::as_str);
-    finish(&metrics, route, &method, started, response)
-}
-
-/// Adds the security headers every response carries, counts and times the request by route
-/// template, and logs one line for it at debug.
-fn finish(
-    metrics: &Metrics,
-    route: Option<&str>,
-    method: &Method,
-    started: Instant,
-    mut response: Response,
-) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let route = route.unwrap_or("unmatched");
-    let elapsed: Duration = started.elapsed();
-    let status = response.status();
-    let counted = if route == CREDENTIALS_ROUTE {
-        let ok = status == StatusCode::OK && *method == Method::GET;
-        metrics.hot_route.record(elapsed, ok);
-        ok
-    } else {
-        metrics
-            .http_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
-        false
-    };
-    if !counted {
-        metrics
-            .http_requests
-            .with_label_values(&[route, method_label(method), status.as_str()])
-            .inc();
-    }
-    debug!(
-        method = method_label(method),
-        route,
-        status = status.as_u16(),
-        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        "request"
-    );
-    response
-}
-
-/// The `method` label of a request: a method HTTP defines, else `other`, so that a caller
-/// cannot add series (or log text) by inventing methods.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "other",
-    }
-}
-
-/// Counts a request as in flight until dropped, even when the client goes away mid-request.
-struct InFlight(prometheus::IntGauge);
-
-impl InFlight {
-    fn enter(gauge: &prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+        .fallback(route::not_found)
+        .method_not_allowed_fallback(route::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            RouterLayer::Admin(metrics),
+            route::routed,
+        ))
 }
 
 #[cfg(test)]
@@ -201,7 +90,9 @@ mod tests {
     use crate::clients::Clients;
     use crate::credentials::DbName;
     use axum::body::Body;
+    use axum::extract::{MatchedPath, Request};
     use axum::http::{Method, StatusCode, header};
+    use axum::response::Response;
     use http_body_util::BodyExt;
     use std::time::Duration;
     use tower::ServiceExt;

@@ -1,17 +1,21 @@
-//! The routes of the credentials API as the router tells them: the route template a request
-//! matched (its metric label, for every route the router has, new ones included), and the
-//! refusals the front decided before routing, answered once the route is known.
+//! The routes as the router tells them: the routers' layers, which run once a request is routed
+//! and know the route template it matched (its metric label, for every route the router has,
+//! new ones included); the credentials API's refusals, decided before routing and answered once
+//! the route is known; and the fallbacks.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::ApiState;
 use super::audit::Action;
 use super::error::ApiError;
+use super::observe::{InFlight, finish};
+use super::state::ApiState;
 pub(crate) use crate::metrics::CREDENTIALS_ROUTE;
+use crate::metrics::Metrics;
 
 /// The route template of refreshes.
 pub(crate) const REFRESH_ROUTE: &str = "/credentials/{db}/refresh";
@@ -33,14 +37,37 @@ impl MatchedRoute {
 #[derive(Debug, Clone)]
 pub(crate) struct Refused(pub(crate) ApiError);
 
-/// The router's layer: records the matched template, and answers a [`Refused`] request with
-/// its refusal (an unauthenticated one on a credentials route goes to the audit trail).
+/// Which router a layer serves.
+#[derive(Debug, Clone)]
+pub(crate) enum RouterLayer {
+    /// The credentials API, whose front counts and times its requests.
+    Api(Arc<ApiState>),
+    /// The admin listener, which has no front: its requests are counted and timed here.
+    Admin(Metrics),
+}
+
+/// The routers' layer, one for both (so the binary holds one copy): on the admin listener,
+/// counts and times the request by the matched template; on the credentials API, records the
+/// template for the front, and answers a [`Refused`] request with its refusal (an
+/// unauthenticated one on a credentials route goes to the audit trail).
 pub(crate) async fn routed(
-    State(state): State<Arc<ApiState>>,
+    State(layer): State<RouterLayer>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let matched = request.extensions().get::<MatchedPath>().cloned();
+    let state = match layer {
+        RouterLayer::Api(state) => state,
+        RouterLayer::Admin(metrics) => {
+            let started = Instant::now();
+            let method = request.method().clone();
+            let in_flight = InFlight::enter(&metrics.http_in_flight);
+            let response = next.run(request).await;
+            drop(in_flight);
+            let route = matched.as_ref().map(MatchedPath::as_str);
+            return finish(&metrics, route, &method, started, response);
+        }
+    };
     if let (Some(slot), Some(matched)) = (request.extensions().get::<MatchedRoute>(), &matched) {
         let _ = slot.0.set(matched.clone());
     }
@@ -55,6 +82,14 @@ pub(crate) async fn routed(
         state.audit.record(None, db, action, Err(&refusal));
     }
     refusal.into_response()
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 /// What a credentials route does, for the audit trail.
