@@ -2,19 +2,22 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest database name accepted, in bytes.
 pub const MAX_DB_NAME_LEN: usize = 64;
 
 /// A configured database's name: 1 to 64 ASCII letters, digits, `-`, `_` or `.`, not `.`/`..`.
+/// Shared, not copied: the broker's map, the cache, the metrics and every fetched version hold
+/// the same allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DbName(String);
+pub struct DbName(Arc<str>);
 
 impl DbName {
     /// Checks `name` against the allowed shape and returns it as a `DbName`.
     pub fn parse(name: &str) -> Result<Self, &'static str> {
         Self::check(name)?;
-        Ok(Self(name.to_owned()))
+        Ok(Self(Arc::from(name)))
     }
 
     /// Checks `name` against the allowed shape without allocating.
