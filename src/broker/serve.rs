@@ -258,7 +258,8 @@ impl Broker {
         }
         let result = self.upstream.fetch(state, with_pending).await;
         let now = Instant::now();
-        let next = match &result {
+        // The delay before the background task fetches again, and the backoff it is.
+        let (next, backoff) = match &result {
             Ok(credentials) => {
                 flight.succeeded();
                 state.rejected.store(false, Ordering::Release);
@@ -266,7 +267,10 @@ impl Broker {
                 if state.serving_stale.swap(false, Ordering::AcqRel) {
                     info!(db = %name, "the secret source answers again; serving fresh credentials");
                 }
-                now + self.ttl.mul_f64(random_between(REFRESH_AHEAD))
+                (
+                    self.ttl.mul_f64(random_between(REFRESH_AHEAD)),
+                    Duration::ZERO,
+                )
             }
             Err(err) => {
                 match err {
@@ -287,13 +291,15 @@ impl Broker {
                     }
                     _ => {}
                 }
-                now + flight.failed(now, &self.backoff)
+                let delay = flight.failed(now, &self.backoff);
+                (delay, delay)
             }
         };
-        let backoff = flight.retry_at.map_or(0.0, |at| (at - now).as_secs_f64());
-        state.metrics.set_backoff(backoff, flight.failures);
+        state
+            .metrics
+            .set_backoff(backoff.as_secs_f64(), flight.failures);
         flight.last = Some((now, result.clone()));
-        let first = state.lock_next_fetch().replace(next).is_none();
+        let first = state.lock_next_fetch().replace(now + next).is_none();
         if first {
             state.wake.notify_one();
         }
