@@ -251,6 +251,9 @@ level = "info"
     def rss_mib(self):
         return rss_mib(self.process.pid)
 
+    def rss_split(self):
+        return rss_split(self.process.pid)
+
     def close(self):
         self.process.terminate()
         self.process.wait(timeout=30)
@@ -267,6 +270,16 @@ def rss_mib(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise SystemExit("bench: no VmRSS")
+
+
+def rss_split(pid):
+    """Where the resident memory is: heap and stacks (anonymous) and mapped binary (file)."""
+    kib = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile"):
+            kib[key] = int(value.split()[0])
+    return f"anon {kib['RssAnon'] / 1024:.1f} MiB, file {kib['RssFile'] / 1024:.1f} MiB"
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -371,7 +384,7 @@ def main():
         for i in range(10):
             broker.get(f"/credentials/db{i:04}")
         rows.append(("RSS after warm-up, 10 dbs", f"{broker.rss_mib():.1f} MiB", "",
-                     "target <= 10 MB"))
+                     f"target <= 10 MB; {broker.rss_split()}"))
 
         bodies = {}
         for fmt, query in (("json", ""), ("uri", "?format=uri")):
@@ -435,7 +448,8 @@ def main():
                              f"p99 {b99 - s99:+.3f} ms vs baseline (target <= +0.5)"))
         hit_calls = proxy.count("GetSecretValue") - calls_before
         rows.append(("upstream calls during all cache-hit runs", str(hit_calls), "", "expected 0"))
-        rows.append(("RSS after the cache-hit runs, 10 dbs", f"{broker.rss_mib():.1f} MiB", "", ""))
+        rows.append(("RSS after the cache-hit runs, 10 dbs", f"{broker.rss_mib():.1f} MiB", "",
+                     broker.rss_split()))
         baseline.terminate()
         baseline.wait()
         processes.remove(baseline)
@@ -449,7 +463,7 @@ def main():
         for i in range(args.many):
             many.get(f"/credentials/db{i:04}")
         rows.append((f"RSS after warm-up, {args.many} dbs", f"{many.rss_mib():.1f} MiB", "",
-                     f"target <= 20 MB; ready after {many_ready:.1f} s"))
+                     f"target <= 20 MB; ready after {many_ready:.1f} s; {many.rss_split()}"))
         many.close()
         processes.remove(many)
 

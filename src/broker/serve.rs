@@ -56,7 +56,9 @@ pub struct Readiness<'a> {
 
 /// Serves credentials for the configured databases.
 pub struct Broker {
-    pub(super) dbs: foldhash::HashMap<DbName, DbState>,
+    /// Boxed: the table keeps up to twice as many slots as databases, and a slot is then a
+    /// pointer rather than a whole `DbState` (some 200 KiB less with 1,000 databases).
+    pub(super) dbs: foldhash::HashMap<DbName, Box<DbState>>,
     cache: CredentialCache,
     pub(super) upstream: Upstream,
     ttl: Duration,
@@ -93,7 +95,7 @@ impl Broker {
             .into_iter()
             .map(|(name, config)| {
                 let state = DbState::new(name.clone(), config, cache.warm, &settings.metrics);
-                (name, state)
+                (name, Box::new(state))
             })
             .collect::<foldhash::HashMap<_, _>>();
         let mut counters: Vec<_> = dbs
@@ -234,7 +236,10 @@ impl Broker {
     }
 
     fn lookup(&self, db: &str) -> Result<&DbState, BrokerError> {
-        self.dbs.get(db).ok_or(BrokerError::UnknownDatabase)
+        self.dbs
+            .get(db)
+            .map(AsRef::as_ref)
+            .ok_or(BrokerError::UnknownDatabase)
     }
 
     /// The one way to call the source for a database. Callers queue on the database's flight;
