@@ -207,6 +207,8 @@ impl App {
             return Err(std::io::Error::other(why));
         }
         info!(grace = ?self.grace, "shutting down: no new connections, draining in-flight requests");
+        // Held requests (long polls, event streams) end now rather than at the grace's end.
+        self.broker.release_waiters();
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.grace, async {
             while servers.join_next().await.is_some() {}

@@ -14,10 +14,13 @@ mod serve;
 mod state;
 mod topology;
 mod upstream;
+mod watch;
 
 pub use error::BrokerError;
 pub(crate) use serve::BrokerSettings;
 pub use serve::{Broker, Readiness, Served};
+pub use state::VersionInfo;
+pub use watch::{VersionEvent, VersionWatch, Waited};
 
 #[cfg(test)]
 pub(crate) mod testing;

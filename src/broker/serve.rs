@@ -67,6 +67,8 @@ pub struct Broker {
     pub(super) rotation: RotationConfig,
     pub(super) warm: bool,
     pub(super) background: Semaphore,
+    /// Set when the broker stops: every wait and watch ends.
+    pub(super) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -120,6 +122,7 @@ impl Broker {
             rotation: settings.rotation,
             warm: cache.warm,
             background: Semaphore::new(BACKGROUND_CONCURRENCY),
+            closing: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -183,10 +186,12 @@ impl Broker {
     /// Fetches `db` from the source now, the call a client makes after its login failed.
     ///
     /// Answered without an upstream call when `known_version` (the version the caller has)
-    /// is already superseded by the cached one, or when the last fetch is younger than the
-    /// refresh minimum interval. Otherwise callers share one upstream call, which also reads
-    /// the pending version when the current one did not change (a rotation may be half
-    /// done); while the source fails, no call is made before the backoff delay has passed.
+    /// is already superseded by the cached one, or, when the caller names no version, when the
+    /// last fetch is younger than the refresh minimum interval. A caller naming the cached
+    /// version is never answered with it from the cache: within the minimum interval it waits
+    /// for the interval's end, and everyone who waited shares the one fetch then. That fetch
+    /// also reads the pending version when the current one did not change (a rotation may be
+    /// half done); while the source fails, no call is made before the backoff delay has passed.
     pub async fn refresh(
         &self,
         db: &str,
@@ -194,13 +199,20 @@ impl Broker {
     ) -> Result<Served, BrokerError> {
         let state = self.lookup(db)?;
         let arrived = Instant::now();
-        if let Some(cached) = self.cache.get(&state.name) {
+        // A rejected value may have been corrected since: always ask again.
+        if let Some(cached) = self.cache.get(&state.name)
+            && !state.is_rejected()
+        {
             let superseded = known_version.is_some_and(|known| known != cached.version_id);
-            let recent = cached.fetched.elapsed() < self.rotation.refresh_min_interval;
-            // A rejected value may have been corrected since: always ask again.
-            if (superseded || recent) && !state.is_rejected() {
+            let allowed_at = cached.fetched + self.rotation.refresh_min_interval;
+            let recent = arrived < allowed_at;
+            if superseded || (recent && known_version.is_none()) {
                 debug!(db = %state.name, superseded, recent, "refresh answered from the cache");
                 return Ok(Served::fresh(cached));
+            }
+            if recent {
+                debug!(db = %state.name, "refresh of the cached version waits for the minimum interval");
+                tokio::time::sleep_until(allowed_at.into()).await;
             }
         }
         let credentials = self.fetch_shared(state, arrived, true, true).await?;
@@ -235,7 +247,7 @@ impl Broker {
         self.dbs.keys()
     }
 
-    fn lookup(&self, db: &str) -> Result<&DbState, BrokerError> {
+    pub(super) fn lookup(&self, db: &str) -> Result<&DbState, BrokerError> {
         self.dbs
             .get(db)
             .map(AsRef::as_ref)
@@ -269,6 +281,8 @@ impl Broker {
                 flight.succeeded();
                 state.rejected.store(false, Ordering::Release);
                 self.cache.insert(name.clone(), Arc::clone(credentials));
+                // After the insert: a woken watcher finds the new version in the cache.
+                state.publish(credentials);
                 if state.serving_stale.swap(false, Ordering::AcqRel) {
                     info!(db = %name, "the secret source answers again; serving fresh credentials");
                 }
@@ -281,12 +295,16 @@ impl Broker {
                 match err {
                     // A definite "does not exist" (the secret deleted or scheduled for deletion,
                     // the RDS database gone): nothing stale is served, so a deletion revokes.
-                    BrokerError::Deleted(_) => self.cache.invalidate(name),
+                    BrokerError::Deleted(_) => {
+                        self.cache.invalidate(name);
+                        state.publish_deleted();
+                    }
                     BrokerError::SecretNotFound(detail) => {
                         if self.cache.get(name).is_some() {
                             warn!(db = %name, error = %detail, "the secret no longer exists upstream; its credentials are no longer served");
                         }
                         self.cache.invalidate(name);
+                        state.publish_deleted();
                     }
                     // A new value that is not credentials: the last good ones are still served,
                     // marked stale, within the stale allowance.

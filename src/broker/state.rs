@@ -3,14 +3,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::flight::Flight;
 use crate::config::DatabaseConfig;
-use crate::credentials::DbName;
+use crate::credentials::{Credentials, DbName};
 use crate::metrics::{DbMetrics, Metrics};
 use crate::source::Topology;
 
@@ -40,6 +40,8 @@ pub(super) struct DbState {
     pub(super) rejected: AtomicBool,
     /// This database's metric series.
     pub(super) metrics: DbMetrics,
+    /// What its watchers (long polls, event streams) were last told.
+    pub(super) published: tokio::sync::watch::Sender<Published>,
 }
 
 impl DbState {
@@ -58,6 +60,7 @@ impl DbState {
             topology: Mutex::new(None),
             pending_hint: AtomicBool::new(false),
             rejected: AtomicBool::new(false),
+            published: tokio::sync::watch::Sender::new(Published::Nothing),
         }
     }
 
@@ -118,4 +121,48 @@ impl DbState {
             warn!(db = %self.name, age_seconds = age.as_secs(), "serving stale credentials: the secret source is failing");
         }
     }
+}
+
+impl DbState {
+    /// Tells the watchers of a fetch's credentials, when their version is new to them.
+    pub(super) fn publish(&self, credentials: &Credentials) {
+        self.published.send_if_modified(|published| {
+            if matches!(published, Published::Version(v) if v.version_id == credentials.version_id)
+            {
+                return false;
+            }
+            *published = Published::Version(VersionInfo {
+                version_id: credentials.version_id.clone(),
+                fetched_at: credentials.fetched_at,
+            });
+            true
+        });
+    }
+
+    /// Tells the watchers that the database's secret is gone.
+    pub(super) fn publish_deleted(&self) {
+        self.published.send_if_modified(|published| {
+            let changed = *published != Published::Deleted;
+            *published = Published::Deleted;
+            changed
+        });
+    }
+}
+
+/// What a database last published to its watchers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) enum Published {
+    /// Nothing fetched yet.
+    #[default]
+    Nothing,
+    Version(VersionInfo),
+    /// The secret or the RDS database is gone; nothing is served.
+    Deleted,
+}
+
+/// A version as watchers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version_id: String,
+    pub fetched_at: SystemTime,
 }

@@ -236,3 +236,131 @@ async fn an_impaired_secret_is_served_and_reported_degraded() {
     );
     assert!(text.contains(r#"credential_broker_secret_status{db="orders",status="active"} 0"#));
 }
+
+#[tokio::test]
+async fn a_wait_ends_when_a_fetch_brings_another_version() {
+    let h = default_harness();
+    assert_eq!(
+        h.broker.get("orders").await.unwrap().credentials.version_id,
+        "v1"
+    );
+    let broker = Arc::clone(&h.broker);
+    let wait = tokio::spawn(async move {
+        broker
+            .wait_for_change("orders", |v| v == "v1", Duration::from_secs(10))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!wait.is_finished(), "held while v1 is served");
+    h.source.set_version("v2");
+    let calls = h.source.calls();
+    h.broker.refresh("orders", None).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(1), wait)
+        .await
+        .expect("woken by the fetch")
+        .unwrap()
+        .unwrap();
+    let Waited::Changed(served) = waited else {
+        panic!("{waited:?}")
+    };
+    assert_eq!(served.credentials.version_id, "v2");
+    assert_eq!(
+        h.source.calls(),
+        calls + 1,
+        "the wait made no call of its own"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_ends_unchanged_at_its_end_or_at_once_when_released() {
+    let h = default_harness();
+    let unknown = h
+        .broker
+        .wait_for_change("orders", |v| v == "v0", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        matches!(unknown, Waited::Changed(_)),
+        "v0 is not served: at once"
+    );
+    let started = std::time::Instant::now();
+    let timed_out = h
+        .broker
+        .wait_for_change("orders", |v| v == "v1", Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(matches!(timed_out, Waited::Unchanged(_)));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    let mut watch = h.broker.watch("orders").unwrap();
+    let broker = Arc::clone(&h.broker);
+    let wait = tokio::spawn(async move {
+        broker
+            .wait_for_change("orders", |v| v == "v1", Duration::from_secs(10))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.broker.release_waiters();
+    let released = tokio::time::timeout(Duration::from_millis(500), wait)
+        .await
+        .expect("released at once")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(released, Waited::Unchanged(_)));
+    assert_eq!(watch.next().await, None, "a watch ends too");
+    assert!(matches!(
+        h.broker
+            .wait_for_change("orders", |v| v == "v1", Duration::from_secs(10))
+            .await,
+        Ok(Waited::Unchanged(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_watch_is_told_each_new_version_once_and_a_deletion() {
+    let h = default_harness();
+    h.broker.get("orders").await.unwrap();
+    let mut watch = h.broker.watch("orders").unwrap();
+    h.broker.refresh("orders", None).await.unwrap();
+    h.source.set_version("v2");
+    h.broker.refresh("orders", None).await.unwrap();
+    let Some(VersionEvent::Version(info)) = watch.next().await else {
+        panic!("a version event")
+    };
+    assert_eq!(info.version_id, "v2", "the same version again is no event");
+
+    let mut gone = h.broker.watch("gone").unwrap();
+    assert!(h.broker.get("gone").await.is_err());
+    assert_eq!(gone.next().await, Some(VersionEvent::Deleted));
+}
+
+#[tokio::test]
+async fn a_refresh_naming_the_cached_version_waits_for_the_minimum_interval() {
+    let (broker, source) = TestBroker {
+        rotation: RotationConfig {
+            describe_interval: Duration::from_mins(10),
+            refresh_min_interval: Duration::from_millis(300),
+        },
+        ..TestBroker::default()
+    }
+    .database("orders", "plain")
+    .build();
+    broker.get("orders").await.unwrap();
+    source.set_version("v2");
+    // Naming no version within the interval: the cached answer, no call.
+    let plain = broker.refresh("orders", None).await.unwrap();
+    assert_eq!(plain.credentials.version_id, "v1");
+    assert_eq!(source.calls(), 1);
+    // Naming the cached one: never that one back; 20 at once share one call.
+    let started = std::time::Instant::now();
+    let results = concurrently(20, || {
+        let broker = Arc::clone(&broker);
+        async move { broker.refresh("orders", Some("v1")).await }
+    })
+    .await;
+    for result in results {
+        assert_eq!(result.unwrap().credentials.version_id, "v2");
+    }
+    assert!(started.elapsed() < Duration::from_millis(300 + 200));
+    assert_eq!(source.calls(), 2, "one fetch for all 20");
+}

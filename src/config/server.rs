@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::{ConfigError, MINUTE, MS, duration_in, invalid, number_in};
+use super::check::{ConfigError, HOUR, MINUTE, MS, SECOND, duration_in, invalid, number_in};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -47,6 +47,10 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// Held requests (long polls, event streams) at most; more are answered 503 `overloaded`.
+    pub max_waiters: usize,
+    /// Longest `wait` of a long poll.
+    pub max_wait: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,17 +71,24 @@ pub(super) struct RawServer {
     max_body_bytes: u64,
     #[serde(with = "humantime_serde")]
     header_read_timeout: Duration,
+    /// Unset: [`Limits::default`]'s, at most half of `max_connections`.
+    max_waiters: Option<usize>,
+    #[serde(with = "humantime_serde")]
+    max_wait: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections: 1024,
+            // Room for `max_waiters` held requests and as many others.
+            max_connections: 2048,
             max_concurrent_requests: 256,
             request_timeout: Duration::from_secs(10),
             max_header_bytes: 8 * 1024,
             max_body_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(5),
+            max_waiters: 1024,
+            max_wait: Duration::from_mins(5),
         }
     }
 }
@@ -97,6 +108,8 @@ impl Default for RawServer {
             max_header_bytes: limits.max_header_bytes,
             max_body_bytes: limits.max_body_bytes,
             header_read_timeout: limits.header_read_timeout,
+            max_waiters: None,
+            max_wait: limits.max_wait,
         }
     }
 }
@@ -151,6 +164,27 @@ impl RawServer {
             1,
             65_536,
         )?;
+        // Held requests keep their connections: some must be left for everything else.
+        let max_waiters = match self.max_waiters {
+            None => Limits::default()
+                .max_waiters
+                .min(self.max_connections / 2)
+                .max(1),
+            Some(n) => {
+                number_in("server.max_waiters", n, 1, 65_536)?;
+                if n >= self.max_connections {
+                    return Err(invalid(
+                        "server.max_waiters",
+                        format!(
+                            "must be below server.max_connections ({}): held requests keep their connections",
+                            self.max_connections
+                        ),
+                    ));
+                }
+                n
+            }
+        };
+        duration_in("server.max_wait", self.max_wait, SECOND, HOUR)?;
         number_in("server.max_header_bytes", self.max_header_bytes, 1, 1 << 20)?;
         number_in("server.max_body_bytes", self.max_body_bytes, 0, 1 << 20)?;
         duration_in(
@@ -183,6 +217,8 @@ impl RawServer {
                 max_header_bytes: self.max_header_bytes,
                 max_body_bytes: self.max_body_bytes,
                 header_read_timeout: self.header_read_timeout,
+                max_waiters,
+                max_wait: self.max_wait,
             },
         })
     }

@@ -248,6 +248,27 @@ fn request_timeout_must_exceed_the_upstream_operation_timeout() {
 }
 
 #[test]
+fn held_requests_have_their_own_documented_limits() {
+    let limits = Config::from_toml(MINIMAL).unwrap().server.limits;
+    assert_eq!(limits.max_waiters, 1024);
+    assert_eq!(limits.max_wait, Duration::from_mins(5));
+    assert_eq!(limits.max_connections, 2048);
+    // Held requests keep their connections: at least one must be left for everything else.
+    let err = error_of(&format!(
+        "{MINIMAL}\n[server]\nmax_connections = 100\nmax_waiters = 100\n"
+    ));
+    assert_eq!(err.key, "server.max_waiters", "{err}");
+    assert!(err.message.contains("max_connections (100)"), "{err}");
+    // Unset, it follows a smaller max_connections down to half of it.
+    let config = Config::from_toml(&format!("{MINIMAL}\n[server]\nmax_connections = 100\n"));
+    assert_eq!(config.unwrap().server.limits.max_waiters, 50);
+    let err = error_of(&format!("{MINIMAL}\n[server]\nmax_wait = \"2h\"\n"));
+    assert_eq!(err.key, "server.max_wait", "{err}");
+    let err = error_of(&format!("{MINIMAL}\n[server]\nmax_waiters = 0\n"));
+    assert_eq!(err.key, "server.max_waiters", "{err}");
+}
+
+#[test]
 fn backoff_max_must_not_be_below_the_initial_delay() {
     let err = error_of(&format!(
         "{MINIMAL}\n[upstream]\nbackoff_initial = \"2s\"\nbackoff_max = \"1s\"\n"

@@ -23,6 +23,8 @@ const OTHER_DB: &str = "other";
 pub(crate) enum Action {
     Read,
     Refresh,
+    /// An event stream opened.
+    Watch,
 }
 
 impl Action {
@@ -30,6 +32,7 @@ impl Action {
         match self {
             Self::Read => "read",
             Self::Refresh => "refresh",
+            Self::Watch => "watch",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Handlers of the credentials API: `GET /credentials/{db}` (formats, conditional GET) and
-//! `POST /credentials/{db}/refresh` (optionally naming the version the caller found failing).
+//! Handlers of the credentials API: `GET /credentials/{db}` (formats, conditional GET, and the
+//! long poll with `wait`, held as [`super::hold`] says) and `POST /credentials/{db}/refresh` (optionally
+//! naming the version the caller found failing).
 
 use std::sync::Arc;
 
@@ -14,15 +15,18 @@ use serde::Deserialize;
 use super::audit::{Action, Outcome};
 use super::auth::Caller;
 use super::error::ApiError;
+use super::hold::{Hold, parse_wait};
 use super::route;
 use super::state::ApiState;
-use crate::broker::Served;
+use crate::broker::{Served, Waited};
 use crate::clients::Client;
 use crate::credentials::{DbName, Format};
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct FormatQuery {
+pub(crate) struct ReadQuery {
     format: Option<String>,
+    /// A long poll: how long to wait for a version `If-None-Match` does not name.
+    wait: Option<String>,
 }
 
 /// The optional body of a refresh: the version the caller has and found failing.
@@ -47,13 +51,15 @@ impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one extractor each
 pub(crate) async fn get(
     State(state): State<Arc<ApiState>>,
     Extension(Caller(client)): Extension<Caller>,
+    Extension(hold): Extension<Hold>,
     method: Method,
     uri: Uri,
     db: Result<Path<String>, PathRejection>,
-    query: Result<Query<FormatQuery>, QueryRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
     IfNoneMatch(headers): IfNoneMatch,
 ) -> Result<Response, ApiError> {
     // A plain read is read as the front reads it, by the one function that decides what one is.
@@ -63,11 +69,14 @@ pub(crate) async fn get(
     let db = database(db).inspect_err(|e| {
         state.audit.record(Some(&client), "", Action::Read, Err(e));
     })?;
-    let format = match &query {
-        Ok(Query(query)) => Ok(query.format.as_deref()),
-        Err(_) => Err(ApiError::BadRequest),
+    let (format, wait) = match &query {
+        Ok(Query(query)) => (Ok(query.format.as_deref()), query.wait.as_deref()),
+        Err(_) => (Err(ApiError::BadRequest), None),
     };
-    read(&state, &client, &db, format, &headers).await
+    match wait {
+        Some(wait) => long_poll(&state, &hold, &client, &db, format, wait, &headers).await,
+        None => read(&state, &client, &db, format, &headers).await,
+    }
 }
 
 /// The database and format of a plain credentials read, `GET` of [`route::CREDENTIALS_ROUTE`]
@@ -132,6 +141,34 @@ pub(crate) fn read_now(
     });
     let result = result.transpose()?;
     Some(audited(state, client, db, Action::Read, result))
+}
+
+/// A long poll of `db` by `client`: 200 at once when the served version is not one
+/// `If-None-Match` in `headers` names (or it names none), else held until a new version is
+/// served (200 with it, in `format`) or `wait` passes (304).
+async fn long_poll(
+    state: &Arc<ApiState>,
+    hold: &Hold,
+    client: &Client,
+    db: &str,
+    format: Result<Option<&str>, ApiError>,
+    wait: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let format = checked(client, db, format)?;
+        let wait = parse_wait(wait, state.limits.max_wait)?;
+        let _waiter = hold.begin(state)?;
+        let waited = state
+            .broker
+            .wait_for_change(db, |version| matches_etag(headers, version), wait)
+            .await
+            .map_err(|e| ApiError::from_broker(db, e))?;
+        let (Waited::Changed(served) | Waited::Unchanged(served)) = waited;
+        answer(served, format, headers)
+    }
+    .await;
+    audited(state, client, db, Action::Read, result)
 }
 
 /// The format of a read of `db` by `client`, once the client may read it.
@@ -214,7 +251,7 @@ pub(crate) async fn refresh(
 
 /// Records the audit event of a request for `db` and passes its answer on. The flag says the
 /// answer is a 304 confirming the served version.
-fn audited(
+pub(super) fn audited(
     state: &ApiState,
     client: &Client,
     db: &str,
@@ -240,7 +277,7 @@ fn audited(
 }
 
 /// The database name from the path, checked for shape before any lookup.
-fn database(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn database(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(db) = path.map_err(|_| ApiError::BadRequest)?;
     DbName::check(&db).map_err(|_| ApiError::InvalidDatabaseName)?;
     Ok(db)

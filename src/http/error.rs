@@ -2,6 +2,8 @@
 //! single `IntoResponse` impl below. Bodies are `{"error":{"code","message"}}`; 5xx bodies stay
 //! generic and the detail goes to the log.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +33,8 @@ pub enum ApiError {
     RequestTimeout,
     DatabaseDeleted(DbName),
     InvalidFormat,
+    /// The `wait` of a long poll is no duration, or over this maximum.
+    InvalidWait(Duration),
     FormatUnavailable(RenderError),
 }
 
@@ -54,6 +58,7 @@ impl ApiError {
         self.parts().1
     }
 
+    #[allow(clippy::too_many_lines)] // one arm per error: the single table of statuses and codes
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             Self::Unauthorized => (
@@ -126,6 +131,14 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid_format",
                 format!("format must be one of {}", format_names()),
+            ),
+            Self::InvalidWait(max) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_wait",
+                format!(
+                    "wait must be a duration such as 30s or 5m, or seconds, at most {}",
+                    humantime::format_duration(*max)
+                ),
             ),
             Self::FormatUnavailable(reason) => (
                 StatusCode::BAD_REQUEST,
@@ -212,6 +225,7 @@ mod tests {
             ApiError::RequestTimeout,
             ApiError::DatabaseDeleted(db()),
             ApiError::InvalidFormat,
+            ApiError::InvalidWait(std::time::Duration::from_mins(5)),
             ApiError::FormatUnavailable(RenderError::MissingHost),
         ];
         let in_code: BTreeSet<&str> = all.iter().map(|e| e.parts().1).collect();

@@ -25,6 +25,7 @@ use tower::{Service, ServiceExt};
 use super::auth::{self, Caller};
 use super::credentials;
 use super::error::ApiError;
+use super::hold::Hold;
 use super::observe::finish;
 use super::route::{CREDENTIALS_ROUTE, MatchedRoute, Refused};
 use super::state::ApiState;
@@ -106,16 +107,17 @@ impl Front {
     }
 
     /// Sends `request` through the router with `extension` (the caller, or a refusal); the
-    /// router tells the route it matched.
+    /// router tells the route it matched, and the handler whether it holds the request.
     fn route<T>(&self, mut request: Request, extension: T) -> (Answer, RouteLabel)
     where
         T: Clone + Send + Sync + 'static,
     {
-        let matched = MatchedRoute::default();
+        let (matched, hold) = (MatchedRoute::default(), Hold::default());
         request.extensions_mut().insert(extension);
         request.extensions_mut().insert(matched.clone());
+        request.extensions_mut().insert(hold.clone());
         let future = self.router.clone().oneshot(request);
-        (Answer::Routed { future }, RouteLabel::Routed(matched))
+        (Answer::Routed { future }, RouteLabel::Routed(matched, hold))
     }
 }
 
@@ -123,16 +125,20 @@ impl Front {
 enum RouteLabel {
     /// The fast path's own route.
     Fixed(&'static str),
-    /// What the router matched, once it has.
-    Routed(MatchedRoute),
+    /// What the router matched, once it has, and whether the handler holds the request.
+    Routed(MatchedRoute, Hold),
 }
 
 impl RouteLabel {
     fn template(&self) -> Option<&str> {
         match self {
             Self::Fixed(template) => Some(template),
-            Self::Routed(matched) => matched.template(),
+            Self::Routed(matched, _) => matched.template(),
         }
+    }
+
+    fn is_held(&self) -> bool {
+        matches!(self, Self::Routed(_, hold) if hold.is_held())
     }
 }
 
@@ -220,6 +226,16 @@ impl AdmissionGuard {
     }
 }
 
+impl AdmissionGuard {
+    /// Gives back the request's `max_concurrent_requests` place: it is held, and counted
+    /// against `max_waiters` instead.
+    fn release_place(&mut self) {
+        if std::mem::take(&mut self.admitted) {
+            self.state.in_progress.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Drop for AdmissionGuard {
     fn drop(&mut self) {
         if self.admitted {
@@ -244,6 +260,12 @@ impl Future for FrontFuture {
         };
         let response = match ready {
             Poll::Ready(response) => response.expect("polled after completion"),
+            Poll::Pending if this.route.is_held() => {
+                // A held request waits as long as it asks (within `max_wait`), off the cap.
+                let admission = this.admission.as_mut().expect("polled after completion");
+                admission.release_place();
+                return Poll::Pending;
+            }
             Poll::Pending => {
                 let admission = this.admission.as_ref().expect("polled after completion");
                 let deadline = admission.started + admission.state.limits.request_timeout;

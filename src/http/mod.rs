@@ -21,14 +21,16 @@ mod auth;
 mod credentials;
 mod error;
 mod front;
+mod hold;
 mod observe;
 mod route;
 mod state;
+mod watch;
 
 pub use auth::PeerUid;
 pub use error::ApiError;
 pub use front::Front;
-use route::{CREDENTIALS_ROUTE, REFRESH_ROUTE, RouterLayer};
+use route::{CREDENTIALS_ROUTE, EVENTS_ROUTE, REFRESH_ROUTE, RouterLayer};
 use state::ApiState;
 
 /// The credentials API: its router behind [`Front`]. `clients` is `None` only when auth is
@@ -50,11 +52,13 @@ pub fn api_service(
         anonymous: Client::anonymous(),
         limits,
         in_progress: AtomicUsize::new(0),
+        waiters: AtomicUsize::new(0),
         metrics,
     });
     let router = Router::new()
         .route(CREDENTIALS_ROUTE, get(credentials::get))
         .route(REFRESH_ROUTE, post(credentials::refresh))
+        .route(EVENTS_ROUTE, get(watch::events))
         // One body limit, `server.max_body_bytes`, applied by `Front` to the bytes received.
         .layer(DefaultBodyLimit::disable())
         .fallback(route::not_found)

@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 
 /// The route template of refreshes.
 pub(crate) const REFRESH_ROUTE: &str = "/credentials/{db}/refresh";
+/// The route template of event streams.
+pub(crate) const EVENTS_ROUTE: &str = "/credentials/{db}/events";
 
 /// Where the router leaves the template a routed request matched, for the front to label the
 /// request by, even when the answer never comes (a request timeout).
@@ -97,6 +99,7 @@ fn action(template: &str) -> Option<Action> {
     match template {
         CREDENTIALS_ROUTE => Some(Action::Read),
         REFRESH_ROUTE => Some(Action::Refresh),
+        EVENTS_ROUTE => Some(Action::Watch),
         _ => None,
     }
 }

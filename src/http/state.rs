@@ -20,6 +20,8 @@ pub(crate) struct ApiState {
     pub(super) limits: Limits,
     /// Requests in progress, at most `limits.max_concurrent_requests`.
     pub(super) in_progress: AtomicUsize,
+    /// Held requests (long polls, event streams), at most `limits.max_waiters`.
+    pub(super) waiters: AtomicUsize,
     pub(super) audit: Audit,
     pub(super) metrics: Metrics,
 }

@@ -32,6 +32,7 @@ pub const TOKEN_RELOAD_FAILURES_TOTAL: &str = "credential_broker_token_reload_fa
 pub const AUDIT_SUPPRESSED_TOTAL: &str = "credential_broker_audit_suppressed_total";
 pub const CONNECTIONS_OPEN: &str = "credential_broker_connections_open";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "credential_broker_connections_closed_total";
+pub const WAITERS: &str = "credential_broker_waiters";
 pub const MALFORMED_SECRET_TOTAL: &str = "credential_broker_malformed_secret_total";
 /// The route template of credential reads, the API's most frequent request, whose count and
 /// latency are recorded in [`HotRoute`].

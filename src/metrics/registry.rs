@@ -16,7 +16,7 @@ use super::names::{
     SECRET_LAST_ROTATED_TIMESTAMP_SECONDS, SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS,
     SECRET_ROTATION_ENABLED, SECRET_STATUS, TOKEN_RELOAD_FAILURES_TOTAL, UPSTREAM_BACKOFF_SECONDS,
     UPSTREAM_CONSECUTIVE_FAILURES, UPSTREAM_REQUEST_DURATION_SECONDS, UPSTREAM_REQUESTS_TOTAL,
-    UPSTREAM_UP,
+    UPSTREAM_UP, WAITERS,
 };
 use crate::credentials::DbName;
 
@@ -40,6 +40,7 @@ pub struct MetricSet {
     /// Requests to [`CREDENTIALS_ROUTE`], exported within the two families above.
     pub(crate) hot_route: Arc<HotRoute>,
     pub(crate) http_in_flight: IntGauge,
+    pub(crate) waiters: IntGauge,
     pub(crate) upstream_requests: IntCounterVec,
     pub(crate) upstream_duration: HistogramVec,
     pub(crate) last_fetch: GaugeVec,
@@ -124,6 +125,10 @@ impl Metrics {
             http_in_flight: b.int_gauge(
                 HTTP_REQUESTS_IN_FLIGHT,
                 "HTTP requests being answered right now, on both listeners.",
+            ),
+            waiters: b.int_gauge(
+                WAITERS,
+                "Held requests right now: long polls waiting for a new version, and event streams.",
             ),
             upstream_requests: b.counters(
                 UPSTREAM_REQUESTS_TOTAL,

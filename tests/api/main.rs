@@ -22,3 +22,4 @@ mod resilience;
 mod schemathesis;
 mod security;
 mod upstream;
+mod watch;

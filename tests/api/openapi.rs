@@ -159,6 +159,7 @@ fn every_documented_path_is_routed() {
     let expected: BTreeSet<&str> = [
         "/credentials/{db}",
         "/credentials/{db}/refresh",
+        "/credentials/{db}/events",
         "/healthz",
         "/readyz",
         "/metrics",

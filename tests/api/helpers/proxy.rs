@@ -263,4 +263,47 @@ impl Upstream {
             .expect("put_secret_value in moto");
         out.version_id.expect("moto returns a version id")
     }
+
+    /// The first stage of a rotation: `value` stored as the AWSPENDING version (AWSCURRENT stays
+    /// where it is). Returns the new version id.
+    pub async fn put_pending(&self, name: &str, value: &Value) -> String {
+        let out = self
+            .sm
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value.to_string())
+            .version_stages("AWSPENDING")
+            .send()
+            .await
+            .expect("put_secret_value AWSPENDING in moto");
+        out.version_id.expect("moto returns a version id")
+    }
+
+    /// The last stage of a rotation: AWSCURRENT moved to `version` (the old current becomes
+    /// AWSPREVIOUS).
+    pub async fn promote(&self, name: &str, version: &str) {
+        let described = self
+            .sm
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .expect("describe_secret in moto");
+        let current = described
+            .version_ids_to_stages()
+            .into_iter()
+            .flatten()
+            .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+            .map(|(id, _)| id.clone())
+            .expect("a current version");
+        self.sm
+            .update_secret_version_stage()
+            .secret_id(name)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(version)
+            .remove_from_version_id(current)
+            .send()
+            .await
+            .expect("update_secret_version_stage in moto");
+    }
 }
