@@ -10,6 +10,7 @@ mod error;
 mod fetch;
 mod flight;
 mod refresher;
+mod schedule;
 mod serve;
 mod state;
 mod topology;

@@ -1,19 +1,27 @@
 //! The background refresher: one task per database keeps it fresh until dropped, with warm-up
-//! (when enabled), refresh-ahead before the TTL ends, retries after backoff, and the periodic
-//! read of rotation facts for the rotation metrics.
+//! (when enabled), refresh-ahead before the TTL ends, retries after backoff, and the rotation
+//! checks on the schedule `schedule.rs` sets, which fetch at once when the current version moved.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
+use super::schedule;
 use super::serve::Broker;
 use super::state::DbState;
 use super::upstream::Upstream;
 use crate::config::SecretRef;
 use crate::credentials::DbName;
-use crate::source::Call;
+use crate::source::{Call, RotationFacts, SourceError};
+
+/// What the last rotation check of a database found, and when it ran.
+#[derive(Debug, Default)]
+struct Checked {
+    at: Option<(Instant, SystemTime)>,
+    facts: Option<RotationFacts>,
+}
 
 impl Broker {
     /// Keeps every database fresh in the background until the returned future is dropped.
@@ -31,7 +39,7 @@ impl Broker {
 
     pub(super) async fn keep_fresh(&self, name: &DbName) {
         let state = &self.dbs[name];
-        let mut next_describe = Instant::now();
+        let mut checked = Checked::default();
         loop {
             let due = *state.lock_next_fetch();
             let Some(due) = due else {
@@ -39,14 +47,16 @@ impl Broker {
                 state.wake.notified().await;
                 continue;
             };
-            let describe_due = state.is_ready().then_some(next_describe);
-            let wake_at = describe_due.map_or(due, |d| d.min(due));
+            let check_due = state
+                .is_ready()
+                .then(|| self.next_check_at(state, &checked));
+            let wake_at = check_due.map_or(due, |d| d.min(due));
             if wake_at > Instant::now() {
                 tokio::select! {
                     () = tokio::time::sleep_until(wake_at.into()) => {}
                     () = state.wake.notified() => {}
                 }
-                continue; // `next_fetch` may have moved meanwhile (a refresh, a retry).
+                continue; // The schedule may have moved meanwhile (a refresh, a retry).
             }
             let Ok(_permit) = self.background.acquire().await else {
                 return;
@@ -57,10 +67,78 @@ impl Broker {
                 let pending = state.pending_hint.load(Ordering::Acquire);
                 let _ = Box::pin(self.fetch_shared(state, Instant::now(), false, pending)).await;
             }
-            if describe_due.is_some_and(|d| d <= Instant::now()) {
-                Box::pin(self.upstream.rotation_facts(state)).await;
-                next_describe = Instant::now() + self.rotation.describe_interval;
+            if check_due.is_some_and(|d| d <= Instant::now()) {
+                Box::pin(self.check_rotation(state, &mut checked)).await;
             }
+        }
+    }
+
+    /// When `state`'s rotation facts are read next.
+    fn next_check_at(&self, state: &DbState, checked: &Checked) -> Instant {
+        let Some((instant, system)) = checked.at else {
+            return Instant::now();
+        };
+        let rds_rotating = || {
+            state
+                .last_topology()
+                .is_some_and(|t| t.secret_status.as_deref() == Some("rotating"))
+        };
+        let watching =
+            self.upstream.source.checks_are_free() || state.is_watched() || rds_rotating();
+        instant + schedule::next_check(system, checked.facts.as_ref(), watching, &self.rotation)
+    }
+
+    /// Reads `state`'s rotation facts; fetches at once when the current version is not the
+    /// cached one, or when the secret is gone (the fetch tells a deletion from a re-created
+    /// RDS database).
+    async fn check_rotation(&self, state: &DbState, checked: &mut Checked) {
+        let result = self.upstream.rotation_facts(state).await;
+        let now = SystemTime::now();
+        // The move happened after the previous check: the detection delay is at most this.
+        let since = checked.at.map_or(now, |(_, previous)| previous);
+        checked.at = Some((Instant::now(), now));
+        match result {
+            Some(Ok(facts)) => {
+                if let Some(current) = facts.current_version.as_deref()
+                    && !state.is_last_version(current)
+                {
+                    self.fetch_moved(state, &facts, current, since).await;
+                }
+                checked.facts = Some(facts);
+            }
+            // Gone while served: the fetch revokes it, or finds a re-created RDS database's
+            // new secret.
+            Some(Err(SourceError::NotFound(_))) if self.cache.get(&state.name).is_some() => {
+                let _ = Box::pin(self.fetch_shared(state, Instant::now(), false, false)).await;
+            }
+            Some(Err(_)) | None => {}
+        }
+    }
+
+    /// The current version moved to `current`: fetches it now, and times the detection from
+    /// the move (`LastRotatedDate` when it is later than the cached fetch, else `since`, the
+    /// check before, so that the delay is never under-reported) to the new version being
+    /// served.
+    async fn fetch_moved(
+        &self,
+        state: &DbState,
+        facts: &RotationFacts,
+        current: &str,
+        since: SystemTime,
+    ) {
+        let cached_at = self.cache.get(&state.name).map(|c| c.fetched_at);
+        let moved = facts
+            .last_rotated
+            .filter(|at| cached_at.is_some_and(|c| *at > c) && *at <= SystemTime::now())
+            .unwrap_or(since);
+        info!(db = %state.name, version_id = current, "the current version moved; fetching it");
+        let pending = state.pending_hint.load(Ordering::Acquire);
+        let fetched = Box::pin(self.fetch_shared(state, Instant::now(), false, pending)).await;
+        if let Ok(credentials) = fetched
+            && credentials.version_id == current
+        {
+            let delay = SystemTime::now().duration_since(moved).unwrap_or_default();
+            state.metrics.observe_detection(delay.as_secs_f64());
         }
     }
 
@@ -77,27 +155,25 @@ impl Broker {
 
 impl Upstream {
     /// Reads the rotation facts of `state`'s secret into its rotation metrics; notes a pending
-    /// version for the next fetch.
-    async fn rotation_facts(&self, state: &DbState) {
+    /// version for the next fetch. `None` when the source knows no rotation or the RDS database
+    /// is not resolved yet; failures other than "not found" are logged here.
+    async fn rotation_facts(&self, state: &DbState) -> Option<Result<RotationFacts, SourceError>> {
         let name = &state.name;
         let id = match &state.config.secret {
             SecretRef::SecretId(id) => id.clone(),
-            SecretRef::Rds(_) => match state.last_topology() {
-                Some(t) => t.secret_arn.clone(),
-                None => return,
-            },
+            SecretRef::Rds(_) => state.last_topology()?.secret_arn.clone(),
         };
-        let Some(call) = self.source.rotation(&id) else {
-            return;
-        };
+        let call = self.source.rotation(&id)?;
         let facts = match self
             .observe(self.source.operation(Call::Rotation), call)
             .await
         {
             Ok(facts) => facts,
             Err(e) => {
-                warn!(db = %name, error = %e, "describing the secret failed");
-                return;
+                if !matches!(e, SourceError::NotFound(_)) {
+                    warn!(db = %name, error = %e, "describing the secret failed");
+                }
+                return Some(Err(e));
             }
         };
         state.metrics.set_rotation(
@@ -105,9 +181,10 @@ impl Upstream {
             facts.last_rotated,
             facts.next_rotation,
         );
-        if let Some(version) = facts.pending_version {
+        if let Some(version) = &facts.pending_version {
             debug!(db = %name, pending_version = %version, "a rotation is under way");
             state.pending_hint.store(true, Ordering::Release);
         }
+        Some(Ok(facts))
     }
 }

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::error::BrokerError;
 use super::flight::random_between;
+use super::schedule::WATCH_AFTER_REFRESH;
 use super::state::DbState;
 use super::upstream::Upstream;
 use crate::cache::CredentialCache;
@@ -59,7 +60,7 @@ pub struct Broker {
     /// Boxed: the table keeps up to twice as many slots as databases, and a slot is then a
     /// pointer rather than a whole `DbState` (some 200 KiB less with 1,000 databases).
     pub(super) dbs: foldhash::HashMap<DbName, Box<DbState>>,
-    cache: CredentialCache,
+    pub(super) cache: CredentialCache,
     pub(super) upstream: Upstream,
     ttl: Duration,
     max_stale: Duration,
@@ -199,6 +200,8 @@ impl Broker {
     ) -> Result<Served, BrokerError> {
         let state = self.lookup(db)?;
         let arrived = Instant::now();
+        // A client's login failed: a rotation may be under way, so watch for a while.
+        state.watch_for(WATCH_AFTER_REFRESH);
         // A rejected value may have been corrected since: always ask again.
         if let Some(cached) = self.cache.get(&state.name)
             && !state.is_rejected()

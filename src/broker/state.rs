@@ -42,6 +42,9 @@ pub(super) struct DbState {
     pub(super) metrics: DbMetrics,
     /// What its watchers (long polls, event streams) were last told.
     pub(super) published: tokio::sync::watch::Sender<Published>,
+    /// Until when rotation checks run at the watch interval whatever the schedule (after a
+    /// refresh request).
+    watch_until: Mutex<Option<Instant>>,
 }
 
 impl DbState {
@@ -61,6 +64,7 @@ impl DbState {
             pending_hint: AtomicBool::new(false),
             rejected: AtomicBool::new(false),
             published: tokio::sync::watch::Sender::new(Published::Nothing),
+            watch_until: Mutex::new(None),
         }
     }
 
@@ -87,6 +91,25 @@ impl DbState {
         self.next_fetch
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Has rotation checks run at the watch interval for `span` from now, and wakes the
+    /// background task to reschedule.
+    pub(super) fn watch_for(&self, span: Duration) {
+        let until = Instant::now() + span;
+        *self
+            .watch_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(until);
+        self.wake.notify_one();
+    }
+
+    /// Whether [`watch_for`](Self::watch_for) still holds.
+    pub(super) fn is_watched(&self) -> bool {
+        self.watch_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// Whether `version_id` is the version last fetched.

@@ -25,6 +25,7 @@ fn harness(ttl: Duration, max_stale: Duration) -> Harness {
         },
         rotation: RotationConfig {
             describe_interval: Duration::from_mins(10),
+            watch_interval: Duration::from_secs(10),
             refresh_min_interval: Duration::ZERO,
         },
         delay: Duration::from_millis(50),
@@ -339,6 +340,7 @@ async fn a_refresh_naming_the_cached_version_waits_for_the_minimum_interval() {
     let (broker, source) = TestBroker {
         rotation: RotationConfig {
             describe_interval: Duration::from_mins(10),
+            watch_interval: Duration::from_secs(10),
             refresh_min_interval: Duration::from_millis(300),
         },
         ..TestBroker::default()

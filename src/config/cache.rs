@@ -49,7 +49,9 @@ pub(super) struct RawCache {
 impl Default for RawCache {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_mins(5),
+            // Long, because rotation checks (`[rotation]`) see a new version without reading
+            // the value: the TTL only bounds how long a value is trusted while they fail.
+            ttl: Duration::from_hours(6),
             capacity: 1000,
             warm: true,
             max_stale: Duration::from_hours(1),

@@ -27,8 +27,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(config.server.unix_socket, None);
     assert_eq!(config.audit, AuditConfig::Stderr);
     assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:2776");
-    assert_eq!(config.cache.ttl, Duration::from_mins(5));
+    assert_eq!(config.cache.ttl, Duration::from_hours(6));
     assert_eq!(config.cache.capacity, 1000);
+    assert_eq!(config.rotation.describe_interval, Duration::from_hours(1));
+    assert_eq!(config.rotation.watch_interval, Duration::from_secs(10));
     assert!(config.cache.warm);
     assert!(matches!(config.auth, AuthConfig::Disabled));
     let SourceConfig::SecretsManager(aws) = &config.source else {
@@ -37,6 +39,25 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(aws.operation_timeout, Duration::from_secs(8));
     assert_eq!(aws.max_attempts, 3);
     assert_eq!(config.databases.len(), 1);
+}
+
+#[test]
+fn the_watch_interval_is_at_most_the_describe_interval() {
+    let err = error_of(&format!(
+        "{MINIMAL}\n[rotation]\ndescribe_interval = \"5s\"\nwatch_interval = \"6s\"\n"
+    ));
+    assert_eq!(err.key, "rotation.watch_interval", "{err}");
+    let config = Config::from_toml(&format!(
+        "{MINIMAL}\n[rotation]\ndescribe_interval = \"5s\"\nwatch_interval = \"5s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.rotation.watch_interval, Duration::from_secs(5));
+    // Unset, it is the default or the describe interval, whichever is shorter.
+    let config = Config::from_toml(&format!(
+        "{MINIMAL}\n[rotation]\ndescribe_interval = \"3s\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.rotation.watch_interval, Duration::from_secs(3));
 }
 
 #[test]

@@ -67,6 +67,11 @@ impl DbMetrics {
         }
     }
 
+    /// A rotation seen `seconds` after it happened.
+    pub(crate) fn observe_detection(&self, seconds: f64) {
+        self.metrics.rotation_detection.observe(seconds);
+    }
+
     /// 1 for `current` among the RDS secret statuses, 0 for the others.
     pub(crate) fn set_secret_status(&self, current: Option<&str>) {
         for status in SECRET_STATUSES {

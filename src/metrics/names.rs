@@ -33,6 +33,7 @@ pub const AUDIT_SUPPRESSED_TOTAL: &str = "credential_broker_audit_suppressed_tot
 pub const CONNECTIONS_OPEN: &str = "credential_broker_connections_open";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "credential_broker_connections_closed_total";
 pub const WAITERS: &str = "credential_broker_waiters";
+pub const ROTATION_DETECTION_SECONDS: &str = "credential_broker_rotation_detection_seconds";
 pub const MALFORMED_SECRET_TOTAL: &str = "credential_broker_malformed_secret_total";
 /// The route template of credential reads, the API's most frequent request, whose count and
 /// latency are recorded in [`HotRoute`].
@@ -40,6 +41,12 @@ pub const CREDENTIALS_ROUTE: &str = "/credentials/{db}";
 
 pub(super) const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// From a rotation (the current version moving) to the broker serving the new version: seconds
+/// within a rotation window, up to `rotation.describe_interval` (1 h by default) outside one.
+pub(super) const DETECTION_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
 pub(super) fn label(name: &str, value: &str) -> proto::LabelPair {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -11,8 +11,8 @@ use super::db_counters::{DbCounters, DbCountersCollector};
 use super::hot_route::{HotRoute, HttpCollector};
 use super::names::{
     ACCESS_TOTAL, AUDIT_SUPPRESSED_TOTAL, BUILD_INFO, CONNECTIONS_CLOSED_TOTAL, CONNECTIONS_OPEN,
-    CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS, HTTP_REQUEST_DURATION_SECONDS,
-    HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL, LATENCY_BUCKETS,
+    CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS, DETECTION_BUCKETS, HTTP_REQUEST_DURATION_SECONDS,
+    HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL, LATENCY_BUCKETS, ROTATION_DETECTION_SECONDS,
     SECRET_LAST_ROTATED_TIMESTAMP_SECONDS, SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS,
     SECRET_ROTATION_ENABLED, SECRET_STATUS, TOKEN_RELOAD_FAILURES_TOTAL, UPSTREAM_BACKOFF_SECONDS,
     UPSTREAM_CONSECUTIVE_FAILURES, UPSTREAM_REQUEST_DURATION_SECONDS, UPSTREAM_REQUESTS_TOTAL,
@@ -51,6 +51,7 @@ pub struct MetricSet {
     pub(crate) rotation_enabled: IntGaugeVec,
     pub(crate) last_rotated: GaugeVec,
     pub(crate) next_rotation: GaugeVec,
+    pub(crate) rotation_detection: Histogram,
     pub(crate) access: IntCounterVec,
     pub(crate) token_reload_failures: IntCounterVec,
     pub(crate) audit_suppressed: IntCounter,
@@ -178,6 +179,16 @@ impl Metrics {
                 SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS,
                 "Unix time of the secret's next scheduled rotation (DescribeSecret NextRotationDate).",
                 &["db"],
+            ),
+            rotation_detection: b.add(
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        ROTATION_DETECTION_SECONDS,
+                        "Time from a rotation (DescribeSecret shows the current version moved; LastRotatedDate when later than the cached fetch, else that check) to the broker serving the new version.",
+                    )
+                    .buckets(DETECTION_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
             ),
             access: b.counters(
                 ACCESS_TOTAL,

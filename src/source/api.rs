@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::error::SourceError;
 use crate::config::RdsTarget;
@@ -40,6 +40,12 @@ pub struct RotationFacts {
     pub next_rotation: Option<SystemTime>,
     /// A version that is pending and not current: a rotation is under way.
     pub pending_version: Option<String>,
+    /// The version in use now (`AWSCURRENT`), when the source lists its versions: compared with
+    /// the cached one, it tells a rotation without reading the value.
+    pub current_version: Option<String>,
+    /// How long the rotation window opening at `next_rotation` lasts, when the schedule says;
+    /// `None`: until the end of that UTC day.
+    pub window: Option<Duration>,
 }
 
 /// A place secrets are read from, by id.
@@ -61,6 +67,12 @@ pub(crate) trait Source: Send + Sync + 'static {
         _secret_id: &'a str,
     ) -> Option<BoxFuture<'a, Result<RotationFacts, SourceError>>> {
         None
+    }
+
+    /// Whether [`rotation`](Self::rotation) costs nothing (a local read): then it is called
+    /// every `rotation.watch_interval`, not only while a rotation may be under way.
+    fn checks_are_free(&self) -> bool {
+        false
     }
 }
 

@@ -2,7 +2,7 @@
 //! and operation timeouts): `GetSecretValue` for `AWSCURRENT` or `AWSPENDING`, and
 //! `DescribeSecret` for rotation facts.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
@@ -111,21 +111,46 @@ impl SecretsManagerSource {
                 _ => sdk_failure(&e),
             })?;
         let time = |t: Option<&DateTime>| t.and_then(|t| SystemTime::try_from(*t).ok());
-        let pending_version = output.version_ids_to_stages().and_then(|versions| {
-            versions
-                .iter()
-                .find(|(_, stages)| {
-                    stages.iter().any(|s| s == PENDING) && !stages.iter().any(|s| s == CURRENT)
-                })
-                .map(|(id, _)| id.clone())
-                .filter(|id| is_version_id(id))
-        });
+        // The version holding `wanted` and not `unless`: ids that are no version ids (a broken
+        // or hostile endpoint) are never kept.
+        let version = |wanted: &str, unless: Option<&str>| {
+            output.version_ids_to_stages().and_then(|versions| {
+                versions
+                    .iter()
+                    .find(|(_, stages)| {
+                        stages.iter().any(|s| s == wanted)
+                            && unless.is_none_or(|u| !stages.iter().any(|s| s == u))
+                    })
+                    .map(|(id, _)| id.clone())
+                    .filter(|id| is_version_id(id))
+            })
+        };
+        let rules = output.rotation_rules();
         Ok(RotationFacts {
             rotation_enabled: output.rotation_enabled().unwrap_or(false),
             last_rotated: time(output.last_rotated_date()),
             next_rotation: time(output.next_rotation_date()),
-            pending_version,
+            pending_version: version(PENDING, Some(CURRENT)),
+            current_version: version(CURRENT, None),
+            window: rules.and_then(|r| {
+                window_length(r.duration(), r.schedule_expression().unwrap_or_default())
+            }),
         })
+    }
+}
+
+/// The rotation window's length: `Duration` (`"3h"`, 1 to 24 hours), else one hour for a
+/// schedule in hours; `None` (until the end of the UTC day) for anything else.
+fn window_length(duration: Option<&str>, schedule: &str) -> Option<Duration> {
+    let hours = |text: &str| {
+        let hours = text.strip_suffix('h')?.parse::<u64>().ok()?;
+        (1..=24)
+            .contains(&hours)
+            .then(|| Duration::from_hours(hours))
+    };
+    match duration {
+        Some(text) => hours(text),
+        None => schedule.contains("hour").then_some(Duration::from_hours(1)),
     }
 }
 
@@ -150,5 +175,27 @@ impl Source for SecretsManagerSource {
         secret_id: &'a str,
     ) -> Option<BoxFuture<'a, Result<RotationFacts, SourceError>>> {
         Some(Box::pin(self.describe_inner(secret_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_comes_from_the_duration_or_an_hourly_schedule() {
+        assert_eq!(
+            window_length(Some("3h"), "rate(7 days)"),
+            Some(Duration::from_hours(3))
+        );
+        assert_eq!(
+            window_length(None, "rate(4 hours)"),
+            Some(Duration::from_hours(1))
+        );
+        assert_eq!(window_length(None, "rate(7 days)"), None);
+        assert_eq!(window_length(None, ""), None);
+        for bad in ["0h", "25h", "3", "h", "-1h", "3m", "99999999999999999999h"] {
+            assert_eq!(window_length(Some(bad), ""), None, "{bad}");
+        }
     }
 }

@@ -570,6 +570,10 @@ fn numbers_and_durations_outside_their_documented_ranges_exit_64_naming_the_key(
             "[upstream]\nbackoff_max = \"1000000h\"",
             "upstream.backoff_max",
         ),
+        (
+            "[rotation]\nwatch_interval = \"0s\"",
+            "rotation.watch_interval",
+        ),
     ] {
         let (code, stderr) = check_config(extra);
         assert_eq!(code, Some(64), "{extra}: {stderr}");

@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod config;
 mod credentials;
+mod detection;
 mod examples;
 mod hardening;
 mod hardening_upstream;

@@ -12,7 +12,12 @@ use crate::helpers::{new_password, passwords};
 use crate::pg::{Postgres, is_wrong_password};
 
 /// `GET /credentials/{db}?wait=...` with `If-None-Match: "<version>"`.
-async fn long_poll(broker: &TestBroker, db: &str, wait: &str, version: &str) -> reqwest::Response {
+pub(crate) async fn long_poll(
+    broker: &TestBroker,
+    db: &str,
+    wait: &str,
+    version: &str,
+) -> reqwest::Response {
     let url = broker.url(&format!("/credentials/{db}?wait={wait}"));
     let request = broker
         .http
@@ -33,7 +38,7 @@ async fn refresh_failing(broker: &TestBroker, db: &str, version: &str) -> reqwes
     broker.send(request).await
 }
 
-fn etag(response: &reqwest::Response) -> String {
+pub(crate) fn etag(response: &reqwest::Response) -> String {
     response.headers()["etag"]
         .to_str()
         .unwrap()
@@ -42,14 +47,19 @@ fn etag(response: &reqwest::Response) -> String {
 }
 
 /// A secret for role `app` of `pg`, with `password`.
-fn pg_secret(pg: &Postgres, password: &str) -> Value {
+pub(crate) fn pg_secret(pg: &Postgres, password: &str) -> Value {
     json!({"username": "app", "password": password, "host": "127.0.0.1", "port": pg.port,
            "dbname": "postgres", "engine": "postgres"})
 }
 
 /// Rotates `secret` to a new password in the stages Secrets Manager goes through; returns the
 /// new password and version.
-async fn rotate(upstream: &Upstream, pg: &Postgres, secret: &str, tag: &str) -> (String, String) {
+pub(crate) async fn rotate(
+    upstream: &Upstream,
+    pg: &Postgres,
+    secret: &str,
+    tag: &str,
+) -> (String, String) {
     let password = new_password(tag);
     let version = upstream
         .put_pending(secret, &pg_secret(pg, &password))

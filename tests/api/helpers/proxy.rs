@@ -34,6 +34,9 @@ pub enum Fault {
     /// Answer `GetSecretValue` with this status and body (a broken or hostile endpoint); other
     /// operations are forwarded.
     GetSecretValue(u16, String),
+    /// Forward to moto, and merge these fields into each `DescribeSecret` answer (moto keeps
+    /// no `RotationRules` window, and sets `NextRotationDate` a week out).
+    Describe(Value),
 }
 
 /// The proxy's shared knobs and records.
@@ -180,7 +183,7 @@ async fn forward(
                 .body(Full::new(Bytes::from(body)))
                 .unwrap());
         }
-        Fault::None | Fault::GetSecretValue(..) => {}
+        Fault::None | Fault::GetSecretValue(..) | Fault::Describe(_) => {}
     }
     let path = request
         .uri()
@@ -192,9 +195,20 @@ async fn forward(
         Ok(response) => {
             let (parts, body) = response.into_parts();
             let collected = body.collect().await;
-            let bytes = collected
+            let mut bytes = collected
                 .map(http_body_util::Collected::to_bytes)
                 .unwrap_or_default();
+            if let Fault::Describe(fields) = &fault
+                && target == "secretsmanager.DescribeSecret"
+                && let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(&bytes)
+            {
+                for (key, value) in fields.as_object().expect("Describe takes an object") {
+                    answer.insert(key.clone(), value.clone());
+                }
+                bytes = Bytes::from(Value::Object(answer).to_string());
+            }
+            let mut parts = parts;
+            parts.headers.remove("content-length");
             Ok(hyper::Response::from_parts(parts, Full::new(bytes)))
         }
         Err(_) => answer(502, "{}"),
