@@ -116,6 +116,19 @@ public final class BrokerClient {
         call("POST", "/refresh", failedVersion);
     }
 
+    /**
+     * A long poll: the credentials once the broker serves another version than {@code version},
+     * or null when {@code waitSeconds} passed without a change (304).
+     */
+    public Credentials waitForChange(String version, int waitSeconds)
+            throws IOException, InterruptedException, BrokerException {
+        HttpResponse<String> response = send("GET", "?format=jdbc&wait=" + waitSeconds + "s",
+                "If-None-Match", version, HTTP_TIMEOUT.plusSeconds(waitSeconds));
+        return response.statusCode() == 304
+                ? null
+                : new Credentials(response.body().strip(), versionOf(response));
+    }
+
     /** Connects, refreshing once if the database rejects the login. */
     public Connected connect()
             throws IOException, InterruptedException, BrokerException, SQLException {
@@ -157,19 +170,25 @@ public final class BrokerClient {
 
     private HttpResponse<String> call(String method, String suffix, String ifMatch)
             throws IOException, InterruptedException, BrokerException {
+        return send(method, suffix, "If-Match", ifMatch, HTTP_TIMEOUT);
+    }
+
+    /** One request, 503s retried; {@code version} (if not null) goes in {@code header}. */
+    private HttpResponse<String> send(String method, String suffix, String header, String version,
+            Duration timeout) throws IOException, InterruptedException, BrokerException {
         String path = "/credentials/" + URLEncoder.encode(db, StandardCharsets.UTF_8);
         for (int attempt = 0; ; attempt++) {
             HttpRequest.Builder request = HttpRequest.newBuilder(URI.create(baseUrl + path + suffix))
-                    .timeout(HTTP_TIMEOUT)
+                    .timeout(timeout)
                     .header("Authorization", "Bearer " + token)
                     .method(method, HttpRequest.BodyPublishers.noBody());
-            if (ifMatch != null) {
-                request.header("If-Match", "\"" + ifMatch + "\"");
+            if (version != null) {
+                request.header(header, "\"" + version + "\"");
             }
             HttpResponse<String> response =
                     http.send(request.build(), HttpResponse.BodyHandlers.ofString());
             int status = response.statusCode();
-            if (status >= 200 && status < 300) {
+            if (status >= 200 && status < 300 || status == 304) {
                 return response;
             }
             String code = match(ERROR_CODE, response.body(), "unknown");
@@ -209,7 +228,7 @@ public final class BrokerClient {
         return s == null ? "" : s;
     }
 
-    private static String jsonString(String s) {
+    static String jsonString(String s) {
         StringBuilder out = new StringBuilder("\"");
         for (char c : s.toCharArray()) {
             switch (c) {

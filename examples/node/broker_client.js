@@ -81,14 +81,26 @@ class BrokerClient {
     return this.#call('POST', `/credentials/${encodeURIComponent(this.db)}/refresh`, headers);
   }
 
-  async #call(method, path, extra) {
+  /**
+   * A long poll: the credentials once the broker serves another version than `version`, or null
+   * when `waitSeconds` passed without a change (304). `signal` aborts it early.
+   */
+  waitForChange(version, waitSeconds = 30, signal = undefined) {
+    const headers = { 'If-None-Match': `"${version}"` };
+    const path = `/credentials/${encodeURIComponent(this.db)}?wait=${waitSeconds}s`;
+    return this.#call('GET', path, headers, waitSeconds * 1000 + HTTP_TIMEOUT_MS, signal);
+  }
+
+  async #call(method, path, extra, timeoutMs = HTTP_TIMEOUT_MS, signal = undefined) {
     const headers = { Authorization: `Bearer ${this.token}`, Accept: 'application/json', ...extra };
     for (let attempt = 0; ; attempt++) {
+      const timeout = AbortSignal.timeout(timeoutMs);
       const response = await fetch(this.url + path, {
         method,
         headers,
-        signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
+        signal: signal ? AbortSignal.any([timeout, signal]) : timeout,
       });
+      if (response.status === 304) return null;
       if (response.ok) return response.json();
       if (response.status === 503 && attempt < MAX_503_RETRIES) {
         const delay = retryAfter(response.headers.get('retry-after'));

@@ -89,14 +89,23 @@ class BrokerClient:
         headers = {"If-Match": f'"{failed_version}"'}
         return self._call("POST", f"/credentials/{self.db}/refresh", headers)
 
-    def _call(self, method, path, headers):
+    def wait_for_change(self, version, wait_seconds=30):
+        """A long poll: the credentials once the broker serves another version than `version`,
+        or None when `wait_seconds` passed without a change (304)."""
+        headers = {"If-None-Match": f'"{version}"'}
+        path = f"/credentials/{self.db}?wait={wait_seconds}s"
+        return self._call("GET", path, headers, timeout=wait_seconds + HTTP_TIMEOUT)
+
+    def _call(self, method, path, headers, timeout=HTTP_TIMEOUT):
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json", **headers}
         for attempt in range(MAX_503_RETRIES + 1):
             request = urllib.request.Request(self.url + path, method=method, headers=headers)
             try:
-                with OPENER.open(request, timeout=HTTP_TIMEOUT) as response:
+                with OPENER.open(request, timeout=timeout) as response:
                     return json.load(response)
             except urllib.error.HTTPError as err:
+                if err.code == 304:
+                    return None
                 if err.code == 503 and attempt < MAX_503_RETRIES:
                     delay = retry_after(err.headers.get("Retry-After"))
                     code = error_code(err)[0]

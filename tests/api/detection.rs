@@ -17,7 +17,7 @@ fn epoch_seconds(at: SystemTime) -> f64 {
 }
 
 /// `DescribeSecret` answers that place a rotation schedule with its window opening at `next`.
-fn schedule(next: SystemTime, window: &str) -> Fault {
+pub(crate) fn schedule(next: SystemTime, window: &str) -> Fault {
     Fault::Describe(json!({
         "RotationEnabled": true,
         "NextRotationDate": epoch_seconds(next),

@@ -42,8 +42,8 @@ fn required_path(var: &str, what: &str) -> PathBuf {
 
 /// How to start one example: a program and its arguments.
 #[derive(Debug)]
-struct Example {
-    name: &'static str,
+pub(crate) struct Example {
+    pub(crate) name: &'static str,
     program: PathBuf,
     args: Vec<OsString>,
     /// Whether to hand the token over as `BROKER_TOKEN_FILE` (else `BROKER_TOKEN`).
@@ -52,19 +52,29 @@ struct Example {
 
 impl Example {
     fn python() -> Self {
+        Self::python_script("python", "broker_client.py")
+    }
+
+    /// `examples/python/<script>` with the examples' venv.
+    pub(crate) fn python_script(name: &'static str, script: &str) -> Self {
         let python = required_path(
             "EXAMPLES_PYTHON",
-            "the Python of the venv .venv/examples with psycopg",
+            "the Python of the venv .venv/examples with psycopg and psycopg-pool",
         );
         Self {
-            name: "python",
+            name,
             program: python,
-            args: vec![repo_root().join("examples/python/broker_client.py").into()],
+            args: vec![repo_root().join("examples/python").join(script).into()],
             token_file: true,
         }
     }
 
     fn node() -> Self {
+        Self::node_script("node", "broker_client.js")
+    }
+
+    /// `examples/node/<script>` with its `node_modules`.
+    pub(crate) fn node_script(name: &'static str, script: &str) -> Self {
         let dir = required_path(
             "EXAMPLES_NODE_DIR",
             "examples/node with its node_modules (npm ci)",
@@ -75,29 +85,50 @@ impl Example {
             dir.display()
         );
         Self {
-            name: "node",
+            name,
             program: "node".into(),
-            args: vec![dir.join("broker_client.js").into()],
+            args: vec![dir.join(script).into()],
             token_file: false,
         }
     }
 
-    /// `BrokerClient.java` compiled once per test process against Debian's JDBC driver.
     fn java() -> Self {
+        Self::java_class("java", "BrokerClient")
+    }
+
+    /// A class of `examples/java`, all of which are compiled once per test process against
+    /// Debian's JDBC driver and `HikariCP` (with slf4j).
+    pub(crate) fn java_class(name: &'static str, class: &str) -> Self {
         static CLASSES: OnceLock<PathBuf> = OnceLock::new();
-        let jar = required_path(
+        let mut libraries = OsString::from(required_path(
             "EXAMPLES_JDBC_JAR",
             "the PostgreSQL JDBC driver (Debian's libpostgresql-jdbc-java)",
-        );
+        ));
+        let hikari = std::env::var_os("EXAMPLES_HIKARI_CLASSPATH").unwrap_or_else(|| {
+            panic!(
+                "EXAMPLES_HIKARI_CLASSPATH is not set: run `bash .ci/setup` and set it to \
+                 HikariCP.jar, slf4j-api.jar and slf4j-simple.jar, as `bash .ci/test` does"
+            )
+        });
+        for jar in std::env::split_paths(&hikari) {
+            assert!(
+                jar.is_file(),
+                "{} does not exist: run `bash .ci/setup` (installs libhikaricp-java)",
+                jar.display()
+            );
+        }
+        libraries.push(":");
+        libraries.push(&hikari);
         let classes = CLASSES.get_or_init(|| {
             let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples-java");
             let _ = std::fs::remove_dir_all(&out);
             let output = Command::new("javac")
                 .args(["-Xlint:all", "-Werror", "-cp"])
-                .arg(&jar)
+                .arg(&libraries)
                 .arg("-d")
                 .arg(&out)
                 .arg(repo_root().join("examples/java/BrokerClient.java"))
+                .arg(repo_root().join("examples/java/PoolWatch.java"))
                 .output()
                 .unwrap_or_else(|e| panic!("cannot run javac ({e}): run `bash .ci/setup`"));
             assert!(
@@ -109,17 +140,29 @@ impl Example {
         });
         let mut classpath = OsString::from(classes);
         classpath.push(":");
-        classpath.push(&jar);
+        classpath.push(&libraries);
         Self {
-            name: "java",
+            name,
             program: "java".into(),
-            args: vec!["-cp".into(), classpath, "BrokerClient".into()],
+            args: vec!["-cp".into(), classpath, class.into()],
             token_file: true,
         }
     }
 
-    /// Starts the example against `broker` for database `db`.
+    /// Starts the example against `stage`'s broker for database `db`.
     fn start(&self, stage: &Stage, db: &str) -> Running {
+        self.spawn(&stage.broker, &stage.token_file, db, &[])
+    }
+
+    /// Starts the example against `broker` (whose token is in `token_file`) for database `db`,
+    /// with more environment variables.
+    pub(crate) fn spawn(
+        &self,
+        broker: &TestBroker,
+        token_file: &Path,
+        db: &str,
+        env: &[(&str, &str)],
+    ) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
         let mut command = Command::new(&self.program);
@@ -128,13 +171,14 @@ impl Example {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-            .env("BROKER_URL", stage.broker.url(""))
+            .env("BROKER_URL", broker.url(""))
             .env("BROKER_DB", db)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap());
         if self.token_file {
-            command.env("BROKER_TOKEN_FILE", &stage.token_file);
+            command.env("BROKER_TOKEN_FILE", token_file);
         } else {
             command.env("BROKER_TOKEN", TOKEN);
         }
@@ -161,7 +205,7 @@ impl Example {
 }
 
 /// An example process in flight, killed if the test fails before it ends.
-struct Running {
+pub(crate) struct Running {
     name: &'static str,
     child: Child,
     started: Instant,
@@ -171,8 +215,33 @@ struct Running {
 }
 
 impl Running {
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub(crate) fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// Waits until a line of the example's stdout contains `text`; returns the line.
+    pub(crate) async fn wait_for_stdout(&mut self, text: &str) -> String {
+        loop {
+            if let Some(line) = self.stdout().lines().find(|l| l.contains(text)) {
+                return line.to_owned();
+            }
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the {} example exited before printing {text:?}: {}",
+                self.name,
+                self.stderr()
+            );
+            assert!(
+                self.started.elapsed() < RUN_LIMIT,
+                "the {} example never printed {text:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits until the example's stderr contains `text`.
@@ -193,7 +262,7 @@ impl Running {
         }
     }
 
-    async fn finish(mut self) -> Outcome {
+    pub(crate) async fn finish(mut self) -> Outcome {
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
@@ -226,12 +295,12 @@ impl Drop for Running {
 
 /// What an example run printed and how it ended.
 #[derive(Debug)]
-struct Outcome {
-    name: &'static str,
-    status: ExitStatus,
-    took: Duration,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Outcome {
+    pub(crate) name: &'static str,
+    pub(crate) status: ExitStatus,
+    pub(crate) took: Duration,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Outcome {
@@ -267,7 +336,7 @@ impl Outcome {
         );
     }
 
-    fn assert_no_password(&self) {
+    pub(crate) fn assert_no_password(&self) {
         for password in passwords() {
             assert!(
                 !self.stdout.contains(&password) && !self.stderr.contains(&password),

@@ -17,6 +17,7 @@ mod hostile;
 mod lifecycle;
 mod openapi;
 mod pg;
+mod pools;
 mod prometheus;
 mod rds;
 mod resilience;

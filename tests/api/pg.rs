@@ -171,9 +171,14 @@ impl Postgres {
         Ok(client)
     }
 
+    /// A connection as the superuser.
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        self.connect("postgres", SUPERUSER_PASSWORD).await.unwrap()
+    }
+
     /// Creates or changes a login role's password, as RDS does at rotation.
     pub async fn set_password(&self, role: &str, password: &str) {
-        let admin = self.connect("postgres", SUPERUSER_PASSWORD).await.unwrap();
+        let admin = self.admin().await;
         let literal = password.replace('\'', "''");
         let exists = admin
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
