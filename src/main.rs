@@ -109,6 +109,7 @@ async fn run() -> ExitCode {
     if let Err(err) = hardening::harden() {
         tracing::warn!(error = %err, "could not disable core dumps");
     }
+    open_file_limit(&config.server);
     let app = tokio::select! {
         app = App::build(config) => app,
         () = signals.shutdown() => {
@@ -130,6 +131,24 @@ async fn run() -> ExitCode {
             tracing::error!(error = %err, "credential-broker failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the open-file limit to the hard one, and warns when even that is below what the
+/// configured connections need: past it, new connections fail with EMFILE.
+fn open_file_limit(server: &credential_broker::config::ServerConfig) {
+    let listeners = u64::from(server.listen.is_some()) + u64::from(server.unix_socket.is_some());
+    let needed = listeners * server.limits.max_connections as u64 + hardening::OTHER_FILES;
+    match hardening::raise_open_files() {
+        Ok(Some(limit)) if limit < needed => tracing::warn!(
+            open_files = limit,
+            needed,
+            "the open-file limit is below what server.max_connections needs; connections past it \
+             fail: raise it (ulimit -n, systemd LimitNOFILE, the container's nofile ulimit) or \
+             lower server.max_connections"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "could not raise the open-file limit"),
     }
 }
 

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    FileBroker, TOKEN, broker_command, json_body, metric, new_password, raw_exchange, signal,
+    FileBroker, TOKEN, TestBroker, broker_command, json_body, metric, new_password, raw_exchange,
+    signal,
 };
 
 /// `[databases.a]` and `[databases.b]` on secrets `sec-a` and `sec-b`.
@@ -939,4 +940,89 @@ async fn unauthenticated_requests_cannot_flood_the_audit_trail() {
         Some(501.0),
         "the access counter counts every one"
     );
+}
+
+/// The broker under `sh -c "ulimit <args> && exec broker"`, on the file source.
+async fn broker_with_ulimit(args: &str) -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets.json");
+    std::fs::write(&secrets, secrets_json()).unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[auth]\n\
+             disabled = true\n[source]\nkind = \"file\"\npath = {:?}\n[log]\nformat = \"json\"\n\
+             level = \"trace\"\n{A_AND_B}",
+            secrets.display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("broker.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit {args} && exec \"$0\" --config \"$1\""))
+        .arg(env!("CARGO_BIN_EXE_credential-broker"))
+        .arg(&config)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    TestBroker::from_command(command, log, dir).await
+}
+
+/// The soft and hard "Max open files" of process `pid`.
+fn open_files_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_to_the_hard_one_and_a_low_one_is_named() {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .expect("a finite hard open-file limit");
+    assert!(
+        hard > 300,
+        "the test needs a hard open-file limit above 300, not {hard}"
+    );
+    // A soft limit of 300 under a higher hard one: raised, nothing to warn about.
+    let raised = broker_with_ulimit("-Sn 300").await;
+    assert_eq!(
+        open_files_limits(raised.pid()),
+        (hard.to_string(), hard.to_string())
+    );
+    assert!(
+        !raised.log_text().contains("open-file limit"),
+        "{}",
+        raised.log_text()
+    );
+    drop(raised);
+    // Both at 400, under the 2,048 connections by default: the broker serves, and says so once.
+    let low = broker_with_ulimit("-n 400").await;
+    assert_eq!(
+        open_files_limits(low.pid()),
+        ("400".to_owned(), "400".to_owned())
+    );
+    let warnings: Vec<Value> = low
+        .log_events()
+        .into_iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the open-file limit is below"))
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", low.log_text());
+    assert_eq!(warnings[0]["open_files"], 400);
+    assert_eq!(warnings[0]["needed"], 2048 + 256);
+    assert_eq!(low.get("a").await.status(), 200);
 }
