@@ -21,6 +21,8 @@ use crate::source::{Call, RotationFacts, SourceError};
 struct Checked {
     at: Option<(Instant, SystemTime)>,
     facts: Option<RotationFacts>,
+    /// The last check failed: the next failures are logged at debug only.
+    failing: bool,
 }
 
 impl Broker {
@@ -99,6 +101,7 @@ impl Broker {
         checked.at = Some((Instant::now(), now));
         match result {
             Some(Ok(facts)) => {
+                checked.failing = false;
                 if let Some(current) = facts.current_version.as_deref()
                     && !state.is_last_version(current)
                 {
@@ -111,7 +114,15 @@ impl Broker {
             Some(Err(SourceError::NotFound(_))) if self.cache.get(&state.name).is_some() => {
                 let _ = Box::pin(self.fetch_shared(state, Instant::now(), false, false)).await;
             }
-            Some(Err(_)) | None => {}
+            Some(Err(SourceError::NotFound(_))) | None => {}
+            Some(Err(e)) => {
+                if checked.failing {
+                    debug!(db = %state.name, error = %e, "checking the secret's rotation failed again");
+                } else {
+                    warn!(db = %state.name, error = %e, "checking the secret's rotation failed; it is checked again on schedule");
+                }
+                checked.failing = true;
+            }
         }
     }
 
@@ -156,7 +167,7 @@ impl Broker {
 impl Upstream {
     /// Reads the rotation facts of `state`'s secret into its rotation metrics; notes a pending
     /// version for the next fetch. `None` when the source knows no rotation or the RDS database
-    /// is not resolved yet; failures other than "not found" are logged here.
+    /// is not resolved yet.
     async fn rotation_facts(&self, state: &DbState) -> Option<Result<RotationFacts, SourceError>> {
         let name = &state.name;
         let id = match &state.config.secret {
@@ -169,12 +180,7 @@ impl Upstream {
             .await
         {
             Ok(facts) => facts,
-            Err(e) => {
-                if !matches!(e, SourceError::NotFound(_)) {
-                    warn!(db = %name, error = %e, "describing the secret failed");
-                }
-                return Some(Err(e));
-            }
+            Err(e) => return Some(Err(e)),
         };
         state.metrics.set_rotation(
             facts.rotation_enabled,
