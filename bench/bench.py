@@ -330,6 +330,111 @@ async def concurrent_cold_gets(api, path, count):
     return await asyncio.gather(*tasks)
 
 
+def cache_hit_rows(rows, args, broker, baseline, baseline_port, fmt, query, connections,
+                   label=""):
+    """Appends the requests/s, CPU and latency rows of cache hits on `broker` against the
+    baseline, for one format and connection count; `label` goes after the row names."""
+    # Short slices, broker and baseline alternating (and which goes first), so that
+    # a slowdown of the shared machine lands on both; the ratio is of all requests
+    # served, which moves far less between runs than any one slice does.
+    url = {who: f"http://{address}/credentials/db0000{query}"
+           for who, address in (("broker", broker.api),
+                                ("baseline", f"127.0.0.1:{baseline_port}"))}
+    pid = {"broker": broker.process.pid, "baseline": baseline.pid}
+    served = {"broker": 0.0, "baseline": 0.0}
+    cpu = {"broker": 0.0, "baseline": 0.0}
+    p50s, p99s = {"broker": [], "baseline": []}, {"broker": [], "baseline": []}
+    ratios = []
+    for who in url:
+        wrk(url[who], connections, 1)  # warm-up
+    for index in range(args.slices):
+        order = ["broker", "baseline"] if index % 2 == 0 else ["baseline", "broker"]
+        rps = {}
+        for who in order:
+            used = cpu_seconds(pid[who])
+            rps[who], p50, p99 = wrk(url[who], connections, args.seconds)
+            cpu[who] += cpu_seconds(pid[who]) - used
+            served[who] += rps[who] * args.seconds
+            p50s[who].append(p50)
+            p99s[who].append(p99)
+        ratios.append(rps["broker"] / rps["baseline"])
+    elapsed = args.slices * args.seconds
+    b_rps, s_rps = served["broker"] / elapsed, served["baseline"] / elapsed
+    b_cpu, s_cpu = (cpu[who] / served[who] * 1e6 for who in ("broker", "baseline"))
+    b50, s50 = (statistics.median(p50s[who]) for who in ("broker", "baseline"))
+    b99, s99 = (statistics.median(p99s[who]) for who in ("broker", "baseline"))
+    spread = f" (slices: {min(ratios):.2f}-{max(ratios):.2f}"
+    if len(ratios) >= 4:
+        low, middle, high = statistics.quantiles(ratios, n=4)
+        spread += f", median {middle:.2f}, quartiles {low:.2f}-{high:.2f}"
+    spread += ")"
+    rows.append((f"GET {fmt}, {connections} conn{label}: requests/s",
+                 f"{b_rps:,.0f}", f"{s_rps:,.0f}",
+                 f"{b_rps / s_rps:.2f} x baseline" + spread
+                 + (" (target >= 0.9)" if connections > 1 else "")))
+    rows.append((f"GET {fmt}, {connections} conn{label}: CPU per request (user + sys)",
+                 f"{b_cpu:.1f} us", f"{s_cpu:.1f} us", ""))
+    rows.append((f"GET {fmt}, {connections} conn{label}: p50 / p99 latency (median slice)",
+                 f"{b50:.3f} / {b99:.3f} ms", f"{s50:.3f} / {s99:.3f} ms",
+                 f"p99 {b99 - s99:+.3f} ms vs baseline (target <= +0.5)"))
+
+
+class HeldPolls:
+    """`count` long polls held open against `broker` from a thread of their own, each on its own
+    connection and asked again when answered; ready once the broker's waiters gauge shows them."""
+
+    def __init__(self, broker, path, version, count):
+        self.answered = 0
+        self.loop = asyncio.new_event_loop()
+        self.stop = None
+        request = (f"GET {path}?wait=5m HTTP/1.1\r\nHost: {broker.api}\r\n"
+                   f"Authorization: Bearer {TOKEN}\r\nIf-None-Match: \"{version}\"\r\n\r\n")
+        self.thread = threading.Thread(
+            target=self.loop.run_until_complete, args=(self._hold(broker.api, request.encode(), count),),
+            daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://{broker.admin}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            if re.search(rf"^credential_broker_waiters {count}$", text, re.M):
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"bench: the broker never held {count} long polls")
+
+    async def _hold(self, api, request, count):
+        self.stop = asyncio.Event()
+        host, port = api.rsplit(":", 1)
+
+        async def one():
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                while True:
+                    writer.write(request)
+                    await writer.drain()
+                    await reader.readline()  # the status line
+                    length = 0
+                    while (line := await reader.readline()) not in (b"\r\n", b""):
+                        name, _, value = line.decode().partition(":")
+                        if name.lower() == "content-length":
+                            length = int(value)
+                    await reader.readexactly(length)
+                    self.answered += 1
+            finally:
+                writer.close()
+
+        tasks = [asyncio.create_task(one()) for _ in range(count)]
+        await self.stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close(self):
+        if self.stop is not None:
+            self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(timeout=30)
+
+
 def machine():
     cpu = next(
         (l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
@@ -354,12 +459,15 @@ def main():
     parser.add_argument("--steady-seconds", type=int, default=60,
                         help="length of each steady-load upstream-count run")
     parser.add_argument("--many", type=int, default=1000, help="databases in the memory run")
+    parser.add_argument("--waiters", type=int, default=1000,
+                        help="long polls held open in the rows that measure cache hits beside them")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--smoke", action="store_true",
-                        help="1 s runs, 20 dbs, 10 s steady: checks the harness, not the numbers")
+                        help="1 s runs, 20 dbs, 20 long polls, 10 s steady: checks the harness, "
+                        "not the numbers")
     args = parser.parse_args()
     if args.smoke:
-        args.seconds, args.slices, args.steady_seconds, args.many = 1, 2, 10, 20
+        args.seconds, args.slices, args.steady_seconds, args.many, args.waiters = 1, 2, 10, 20, 20
     rows = []  # (measurement, broker, baseline, ratio / target)
 
     workdir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
@@ -403,53 +511,27 @@ def main():
         calls_before = proxy.count("GetSecretValue")
         for fmt, query in (("json", ""), ("uri", "?format=uri")):
             for connections in (1, 16, 64):
-                # Short slices, broker and baseline alternating (and which goes first), so that
-                # a slowdown of the shared machine lands on both; the ratio is of all requests
-                # served, which moves far less between runs than any one slice does.
-                url = {who: f"http://{address}/credentials/db0000{query}"
-                       for who, address in (("broker", broker.api),
-                                            ("baseline", f"127.0.0.1:{baseline_port}"))}
-                pid = {"broker": broker.process.pid, "baseline": baseline.pid}
-                served = {"broker": 0.0, "baseline": 0.0}
-                cpu = {"broker": 0.0, "baseline": 0.0}
-                p50s, p99s = {"broker": [], "baseline": []}, {"broker": [], "baseline": []}
-                ratios = []
-                for who in url:
-                    wrk(url[who], connections, 1)  # warm-up
-                for index in range(args.slices):
-                    order = ["broker", "baseline"] if index % 2 == 0 else ["baseline", "broker"]
-                    rps = {}
-                    for who in order:
-                        used = cpu_seconds(pid[who])
-                        rps[who], p50, p99 = wrk(url[who], connections, args.seconds)
-                        cpu[who] += cpu_seconds(pid[who]) - used
-                        served[who] += rps[who] * args.seconds
-                        p50s[who].append(p50)
-                        p99s[who].append(p99)
-                    ratios.append(rps["broker"] / rps["baseline"])
-                elapsed = args.slices * args.seconds
-                b_rps, s_rps = served["broker"] / elapsed, served["baseline"] / elapsed
-                b_cpu, s_cpu = (cpu[who] / served[who] * 1e6 for who in ("broker", "baseline"))
-                b50, s50 = (statistics.median(p50s[who]) for who in ("broker", "baseline"))
-                b99, s99 = (statistics.median(p99s[who]) for who in ("broker", "baseline"))
-                spread = f" (slices: {min(ratios):.2f}-{max(ratios):.2f}"
-                if len(ratios) >= 4:
-                    low, middle, high = statistics.quantiles(ratios, n=4)
-                    spread += f", median {middle:.2f}, quartiles {low:.2f}-{high:.2f}"
-                spread += ")"
-                rows.append((f"GET {fmt}, {connections} conn: requests/s",
-                             f"{b_rps:,.0f}", f"{s_rps:,.0f}",
-                             f"{b_rps / s_rps:.2f} x baseline" + spread
-                             + (" (target >= 0.9)" if connections > 1 else "")))
-                rows.append((f"GET {fmt}, {connections} conn: CPU per request (user + sys)",
-                             f"{b_cpu:.1f} us", f"{s_cpu:.1f} us", ""))
-                rows.append((f"GET {fmt}, {connections} conn: p50 / p99 latency (median slice)",
-                             f"{b50:.3f} / {b99:.3f} ms", f"{s50:.3f} / {s99:.3f} ms",
-                             f"p99 {b99 - s99:+.3f} ms vs baseline (target <= +0.5)"))
+                cache_hit_rows(rows, args, broker, baseline, baseline_port, fmt, query,
+                               connections)
         hit_calls = proxy.count("GetSecretValue") - calls_before
         rows.append(("upstream calls during all cache-hit runs", str(hit_calls), "", "expected 0"))
         rows.append(("RSS after the cache-hit runs, 10 dbs", f"{broker.rss_mib():.1f} MiB", "",
                      broker.rss_split()))
+        # The same with long polls held open (?wait=5m, If-None-Match: the served version):
+        # requests waiting for a rotation must not slow the cache hits down.
+        version = json.loads(broker.get("/credentials/db0000"))["version_id"]
+        held = HeldPolls(broker, "/credentials/db0000", version, args.waiters)
+        processes.append(held)
+        label = f", {args.waiters:,} long polls held"
+        for connections in (16, 64):
+            cache_hit_rows(rows, args, broker, baseline, baseline_port, "json", "", connections,
+                           label)
+        rows.append((f"RSS with {args.waiters:,} long polls held, 10 dbs",
+                     f"{broker.rss_mib():.1f} MiB", "", broker.rss_split()))
+        rows.append(("long polls answered during those runs", str(held.answered), "",
+                     "expected 0 (no new version)"))
+        held.close()
+        processes.remove(held)
         baseline.terminate()
         baseline.wait()
         processes.remove(baseline)
