@@ -286,7 +286,7 @@ def metrics() -> None:
     source = "\n".join(p.read_text() for p in sorted((ROOT / "src/metrics").glob("*.rs")))
     consts = dict(re.findall(r'pub const ([A-Z_]+): &str\s*=\s*"(credential_broker_[a-z_]+)"', source))
     known = set(consts.values())
-    histograms = {consts[c] for c in re.findall(r"histograms\(\s*([A-Z_]+)", source)}
+    histograms = {consts[c] for c in re.findall(r"(?:histograms\(|HistogramOpts::new\()\s*([A-Z_]+)", source)}
     check(len(known) >= 10, "found too few metric names in src/metrics/: has its layout changed?")
     check(bool(histograms), "found no histogram in src/metrics/: has its layout changed?")
     files = [DOCKER / "grafana/credential-broker.json", DOCKER / "prometheus/alerts.yml", DOCKER / "prometheus/alerts_test.yml"]
