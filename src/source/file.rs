@@ -45,7 +45,13 @@ impl FileSource {
         }
     }
 
-    async fn fetch_inner(&self, secret_id: &str) -> Result<SecretVersion, SourceError> {
+    /// Runs `found` on `secret_id`'s entry in the file as it is now (read again only when its
+    /// modification time or size changed).
+    async fn with_entry<T>(
+        &self,
+        secret_id: &str,
+        found: impl FnOnce(&Entry) -> T,
+    ) -> Result<T, SourceError> {
         let meta = tokio::fs::metadata(&self.path)
             .await
             .map_err(|e| self.unreadable(&e))?;
@@ -90,11 +96,7 @@ impl FileSource {
         }
         let loaded = state.as_ref().expect("loaded above");
         if let Some(entry) = loaded.secrets.get(secret_id) {
-            return Ok(SecretVersion {
-                payload: SecretPayload::String(entry.value.clone()),
-                version_id: entry.version_id.clone(),
-                arn: None,
-            });
+            return Ok(found(entry));
         }
         Err(match loaded.invalid.get(secret_id) {
             Some(why) => SourceError::Malformed(why.clone()),
@@ -121,7 +123,14 @@ impl Source for FileSource {
     ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
         Box::pin(async move {
             match version {
-                Version::Current => self.fetch_inner(secret_id).await,
+                Version::Current => {
+                    self.with_entry(secret_id, |entry| SecretVersion {
+                        payload: SecretPayload::String(entry.value.clone()),
+                        version_id: entry.version_id.clone(),
+                        arn: None,
+                    })
+                    .await
+                }
                 Version::Pending => Err(SourceError::NotFound(secret_id.to_owned())),
             }
         })
@@ -135,8 +144,12 @@ impl Source for FileSource {
         secret_id: &'a str,
     ) -> Option<BoxFuture<'a, Result<RotationFacts, SourceError>>> {
         Some(Box::pin(async move {
-            let current_version = match self.fetch_inner(secret_id).await {
-                Ok(version) => Some(version.version_id),
+            // The version id only: the value is not copied for a check.
+            let current_version = match self
+                .with_entry(secret_id, |entry| entry.version_id.clone())
+                .await
+            {
+                Ok(version) => Some(version),
                 Err(SourceError::Malformed(_)) => None,
                 Err(e) => return Err(e),
             };
