@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::helpers::{BrokerOptions, Fault, FileBroker, Upstream, json_body, metric, new_password};
 use crate::pg::Postgres;
-use crate::watch::{etag, long_poll, pg_secret, rotate};
+use crate::watch::{etag, long_poll, pg_secret, rotate, seed_orders};
 
 fn epoch_seconds(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
@@ -35,20 +35,14 @@ fn calls(upstream: &Upstream) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_inside_its_window_is_served_within_the_watch_interval_unasked() {
     let (upstream, pg) = (Upstream::start().await, Postgres::start().await);
-    let old = new_password("window-old");
-    pg.set_password("app", &old).await;
-    upstream
-        .create_secret("orders", &pg_secret(&pg, &old))
-        .await;
+    seed_orders(&upstream, &pg, "window-old").await;
     // The window opened 30 s ago and lasts 2 h.
     upstream
         .proxy
         .set_fault(schedule(SystemTime::now() - Duration::from_secs(30), "2h"));
-    let mut options =
-        BrokerOptions::new(upstream.proxy.endpoint()).database("orders", "orders", "");
-    options.ttl = "1h";
-    options.extra_toml = "[rotation]\ndescribe_interval = \"1h\"\nwatch_interval = \"2s\"\n".into();
-    let broker = options.spawn().await;
+    let broker = watching_broker(&upstream, "orders", "orders", "2s")
+        .spawn()
+        .await;
     broker.wait_ready(Duration::from_secs(10)).await;
     let v0 = etag(&broker.get("orders").await);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -169,14 +163,10 @@ async fn outside_a_window_a_database_costs_at_most_two_calls_an_hour() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_version_or_a_refresh_has_the_broker_watch() {
     let (upstream, pg) = (Upstream::start().await, Postgres::start().await);
-    let old = new_password("pending-old");
-    pg.set_password("app", &old).await;
-    upstream
-        .create_secret("orders", &pg_secret(&pg, &old))
-        .await;
+    seed_orders(&upstream, &pg, "pending-old").await;
     // No rotation schedule at all (moto's answer as it is).
-    let options = options_for(&upstream);
-    let broker = options.spawn().await;
+    let options = || watching_broker(&upstream, "orders", "orders", "1s");
+    let broker = options().spawn().await;
     broker.wait_ready(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let quiet = upstream.proxy.count("DescribeSecret");
@@ -200,7 +190,7 @@ async fn a_pending_version_or_a_refresh_has_the_broker_watch() {
     // A pending version seen by the first check: watched until it is promoted, then served.
     let new = new_password("pending-new");
     let v1 = upstream.put_pending("orders", &pg_secret(&pg, &new)).await;
-    let broker = options_for(&upstream).spawn().await;
+    let broker = options().spawn().await;
     broker.wait_ready(Duration::from_secs(10)).await;
     let v0 = etag(&broker.get("orders").await);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -228,12 +218,18 @@ async fn a_pending_version_or_a_refresh_has_the_broker_watch() {
     );
 }
 
-/// A broker on `upstream`'s database `orders`: TTL 1 h, checks hourly, watching every second.
-fn options_for(upstream: &Upstream) -> BrokerOptions {
-    let mut options =
-        BrokerOptions::new(upstream.proxy.endpoint()).database("orders", "orders", "");
+/// A broker serving `db` from `secret` behind `upstream`'s proxy: TTL 1 h and hourly checks, so
+/// that only the watch (every `watch_interval`) can see a rotation in a test's time.
+pub(crate) fn watching_broker(
+    upstream: &Upstream,
+    db: &str,
+    secret: &str,
+    watch_interval: &str,
+) -> BrokerOptions {
+    let mut options = BrokerOptions::new(upstream.proxy.endpoint()).database(db, secret, "");
     options.ttl = "1h";
-    options.extra_toml = "[rotation]\ndescribe_interval = \"1h\"\nwatch_interval = \"1s\"\n".into();
+    options.extra_toml =
+        format!("[rotation]\ndescribe_interval = \"1h\"\nwatch_interval = \"{watch_interval}\"\n");
     options
 }
 

@@ -225,28 +225,28 @@ impl Running {
 
     /// Waits until a line of the example's stdout contains `text`; returns the line.
     pub(crate) async fn wait_for_stdout(&mut self, text: &str) -> String {
-        loop {
-            if let Some(line) = self.stdout().lines().find(|l| l.contains(text)) {
-                return line.to_owned();
-            }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "the {} example exited before printing {text:?}: {}",
-                self.name,
-                self.stderr()
-            );
-            assert!(
-                self.started.elapsed() < RUN_LIMIT,
-                "the {} example never printed {text:?}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.wait_for(text, |running| {
+            let stdout = running.stdout();
+            stdout.lines().find(|l| l.contains(text)).map(str::to_owned)
+        })
+        .await
     }
 
     /// Waits until the example's stderr contains `text`.
     async fn wait_for_stderr(&mut self, text: &str) {
-        while !self.stderr().contains(text) {
+        self.wait_for(text, |running| {
+            running.stderr().contains(text).then_some(())
+        })
+        .await;
+    }
+
+    /// Polls `found` until it finds what the example printed (`text`, for the failure message);
+    /// fails if the example exits first or takes longer than [`RUN_LIMIT`].
+    async fn wait_for<T>(&mut self, text: &str, found: impl Fn(&Self) -> Option<T>) -> T {
+        loop {
+            if let Some(value) = found(self) {
+                return value;
+            }
             assert!(
                 self.child.try_wait().unwrap().is_none(),
                 "the {} example exited before printing {text:?}: {}",
@@ -304,8 +304,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    /// The one JSON line a successful run prints.
-    fn json(&self) -> Value {
+    pub(crate) fn assert_success(&self) {
         assert!(
             self.status.success(),
             "the {} example failed ({}): {}",
@@ -313,6 +312,11 @@ impl Outcome {
             self.status,
             self.stderr
         );
+    }
+
+    /// The one JSON line a successful run prints.
+    fn json(&self) -> Value {
+        self.assert_success();
         let lines: Vec<&str> = self.stdout.lines().collect();
         assert_eq!(lines.len(), 1, "one line on stdout: {:?}", self.stdout);
         serde_json::from_str(lines[0]).expect("the output line is JSON")

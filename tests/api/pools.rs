@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::detection::schedule;
+use crate::detection::{schedule, watching_broker};
 use crate::examples::Example;
-use crate::helpers::{BrokerOptions, TOKEN, Upstream, new_password};
+use crate::helpers::{TOKEN, Upstream, new_password};
 use crate::pg::Postgres;
 
 const ROLE: &str = "pool_app";
@@ -36,10 +36,7 @@ async fn pool_keeps_serving_through_two_rotations(example: Example, application_
     upstream
         .proxy
         .set_fault(schedule(SystemTime::now() - Duration::from_secs(30), "2h"));
-    let mut options = BrokerOptions::new(upstream.proxy.endpoint()).database(DB, SECRET, "");
-    options.ttl = "1h";
-    options.extra_toml = "[rotation]\ndescribe_interval = \"1h\"\nwatch_interval = \"1s\"\n".into();
-    let broker = options.spawn().await;
+    let broker = watching_broker(&upstream, DB, SECRET, "1s").spawn().await;
     broker.wait_ready(Duration::from_secs(10)).await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
@@ -109,13 +106,7 @@ async fn pool_keeps_serving_through_two_rotations(example: Example, application_
         ));
     }
     let outcome = running.finish().await;
-    assert!(
-        outcome.status.success(),
-        "the {} pool example failed ({}): {}",
-        outcome.name,
-        outcome.status,
-        outcome.stderr
-    );
+    outcome.assert_success();
     let done: Value = outcome
         .stdout
         .lines()

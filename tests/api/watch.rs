@@ -52,6 +52,17 @@ pub(crate) fn pg_secret(pg: &Postgres, password: &str) -> Value {
            "dbname": "postgres", "engine": "postgres"})
 }
 
+/// Sets role `app`'s password in `pg` to a new one tagged `tag` and stores it as secret `orders`;
+/// returns the password.
+pub(crate) async fn seed_orders(upstream: &Upstream, pg: &Postgres, tag: &str) -> String {
+    let password = new_password(tag);
+    pg.set_password("app", &password).await;
+    upstream
+        .create_secret("orders", &pg_secret(pg, &password))
+        .await;
+    password
+}
+
 /// Rotates `secret` to a new password in the stages Secrets Manager goes through; returns the
 /// new password and version.
 pub(crate) async fn rotate(
@@ -72,11 +83,7 @@ pub(crate) async fn rotate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_is_held_until_a_rotation_and_brings_the_new_password() {
     let (upstream, pg) = (Upstream::start().await, Postgres::start().await);
-    let old = new_password("poll-old");
-    pg.set_password("app", &old).await;
-    upstream
-        .create_secret("orders", &pg_secret(&pg, &old))
-        .await;
+    let old = seed_orders(&upstream, &pg, "poll-old").await;
     let broker = BrokerOptions::new(upstream.proxy.endpoint())
         .database("orders", "orders", "")
         .spawn()
@@ -205,11 +212,7 @@ impl Events {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_event_stream_tells_each_rotation_in_order_without_a_password() {
     let (upstream, pg) = (Upstream::start().await, Postgres::start().await);
-    let old = new_password("events-old");
-    pg.set_password("app", &old).await;
-    upstream
-        .create_secret("orders", &pg_secret(&pg, &old))
-        .await;
+    seed_orders(&upstream, &pg, "events-old").await;
     let mut broker = BrokerOptions::new(upstream.proxy.endpoint())
         .database("orders", "orders", "")
         .spawn()
