@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use zeroize::Zeroizing;
 
-use super::format::{Engine, Format, RenderError, env, jdbc, json, keyvalue, uri};
+use super::format::{
+    Engine, Format, RenderError, env, jdbc, json, keyvalue, mysql, pgbouncer, pgpass, service, uri,
+};
 use super::model::Credentials;
 
 /// A rendered response body (shared, wiped when the last copy is dropped) and its content type.
@@ -43,6 +45,10 @@ fn render_now(c: &Credentials, format: Format, stale: bool) -> Result<Vec<u8>, R
         Format::Jdbc => jdbc::render(c, engine()?)?,
         Format::KeyValue => keyvalue::render(c, engine()?)?,
         Format::Env => env::render(c, engine()?)?,
+        Format::Pgpass => pgpass::render(c, engine()?)?,
+        Format::Pgbouncer => pgbouncer::render(c, engine()?)?,
+        Format::Service => service::render(c, engine()?)?,
+        Format::Mysql => mysql::render(c, engine()?)?,
     };
     Ok(body.into_bytes())
 }

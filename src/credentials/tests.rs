@@ -37,7 +37,10 @@ fn bodies_are_rendered_once_per_format_and_shared() {
         serde_json::to_string(PASSWORD).unwrap()
     ))
     .unwrap();
+    let mysql = with_password(PASSWORD, "mysql");
     for format in Format::all() {
+        // Each format with an engine it renders: the MySQL option file needs a MySQL one.
+        let c = if format == Format::Mysql { &mysql } else { &c };
         let first = c.render(format, false).unwrap().body;
         let second = c.render(format, false).unwrap().body;
         assert_eq!(
@@ -391,5 +394,85 @@ fn an_endpoint_takes_each_field_from_itself_first_then_the_fallback() {
     assert_eq!(
         Endpoint::default().or(reader).reader_host.as_deref(),
         Some("reader")
+    );
+}
+
+#[test]
+fn file_formats_escape_what_their_readers_unescape() {
+    let mut c = with_password(r#"a:b\c"d*#e"#, "postgres");
+    c.endpoint.reader_host = Some("reader.example.internal".into());
+    assert_eq!(
+        text(&c, Format::Pgpass),
+        "db.example.internal:5432:or ders/%:app user@x:a\\:b\\\\c\"d\\*\\#e\n\
+         reader.example.internal:5432:or ders/%:app user@x:a\\:b\\\\c\"d\\*\\#e\n"
+    );
+    assert_eq!(
+        text(&c, Format::Pgbouncer),
+        "\"app user@x\" \"a:b\\c\"\"d*#e\"\n"
+    );
+    assert_eq!(
+        text(&c, Format::Service),
+        "[orders]\nhost=db.example.internal\nport=5432\ndbname=or ders/%\nuser=app user@x\npassword=a:b\\c\"d*#e\n\
+         \n[orders-reader]\nhost=reader.example.internal\nport=5432\ndbname=or ders/%\nuser=app user@x\npassword=a:b\\c\"d*#e\n"
+    );
+    let m = with_password("p\"q\\r#s\tt", "mysql");
+    assert_eq!(
+        text(&m, Format::Mysql),
+        "[client]\nuser=\"app user@x\"\npassword=\"p\\\"q\\\\r#s\\tt\"\nhost=\"db.example.internal\"\nport=\"5432\"\n"
+    );
+}
+
+#[test]
+fn an_unknown_port_or_database_is_a_pgpass_wildcard() {
+    let mut c = with_password("p", "postgres");
+    c.endpoint.port = None;
+    c.endpoint.dbname = None;
+    assert_eq!(
+        text(&c, Format::Pgpass),
+        "db.example.internal:*:*:app user@x:p\n"
+    );
+}
+
+#[test]
+fn file_formats_refuse_what_their_readers_cannot_take() {
+    let broken = with_password("line\nbreak", "postgres");
+    for format in [Format::Pgpass, Format::Pgbouncer] {
+        assert_eq!(
+            broken.render(format, false).unwrap_err(),
+            RenderError::LineBreak(format.name())
+        );
+    }
+    let trailing = with_password("space at the end ", "postgres");
+    assert!(matches!(
+        trailing.render(Format::Service, false),
+        Err(RenderError::Unsupported(_))
+    ));
+    assert!(matches!(
+        broken.render(Format::Service, false),
+        Err(RenderError::Unsupported(_))
+    ));
+    let m = with_password("p", "mariadb");
+    for format in [Format::Pgpass, Format::Pgbouncer, Format::Service] {
+        assert!(matches!(
+            m.render(format, false),
+            Err(RenderError::Unsupported(_))
+        ));
+    }
+    let pg = with_password("p", "postgres");
+    assert!(matches!(
+        pg.render(Format::Mysql, false),
+        Err(RenderError::Unsupported(_))
+    ));
+    let mut hostless = with_password("p", "postgres");
+    hostless.endpoint.host = None;
+    assert_eq!(
+        hostless.render(Format::Pgpass, false).unwrap_err(),
+        RenderError::MissingHost
+    );
+    let mut nul = with_password("p\0q", "postgres");
+    nul.endpoint.reader_host = None;
+    assert_eq!(
+        nul.render(Format::Pgbouncer, false).unwrap_err(),
+        RenderError::Nul
     );
 }

@@ -13,6 +13,10 @@ pub(super) mod env;
 pub(super) mod jdbc;
 pub(super) mod json;
 pub(super) mod keyvalue;
+pub(super) mod mysql;
+pub(super) mod pgbouncer;
+pub(super) mod pgpass;
+pub(super) mod service;
 pub(super) mod uri;
 
 /// The output formats.
@@ -23,6 +27,10 @@ pub enum Format {
     Jdbc,
     KeyValue,
     Env,
+    Pgpass,
+    Pgbouncer,
+    Service,
+    Mysql,
 }
 
 impl Format {
@@ -39,13 +47,24 @@ impl Format {
             Self::Jdbc => "jdbc",
             Self::KeyValue => "keyvalue",
             Self::Env => "env",
+            Self::Pgpass => "pgpass",
+            Self::Pgbouncer => "pgbouncer",
+            Self::Service => "service",
+            Self::Mysql => "mysql",
         }
     }
 
     pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::Json => "application/json",
-            Self::Uri | Self::Jdbc | Self::KeyValue | Self::Env => "text/plain; charset=utf-8",
+            Self::Uri
+            | Self::Jdbc
+            | Self::KeyValue
+            | Self::Env
+            | Self::Pgpass
+            | Self::Pgbouncer
+            | Self::Service
+            | Self::Mysql => "text/plain; charset=utf-8",
         }
     }
 }
@@ -63,6 +82,10 @@ impl std::str::FromStr for Format {
             "jdbc" => Ok(Self::Jdbc),
             "keyvalue" => Ok(Self::KeyValue),
             "env" => Ok(Self::Env),
+            "pgpass" => Ok(Self::Pgpass),
+            "pgbouncer" => Ok(Self::Pgbouncer),
+            "service" => Ok(Self::Service),
+            "mysql" => Ok(Self::Mysql),
             _ => Err(()),
         }
     }
@@ -81,6 +104,8 @@ pub enum RenderError {
     Unsupported(&'static str),
     #[error("a value holds a NUL character, which neither libpq nor a shell can take")]
     Nul,
+    #[error("a value holds a line break, which the {0} format cannot hold")]
+    LineBreak(&'static str),
 }
 
 /// The database engines the text formats know.
@@ -107,6 +132,18 @@ impl Engine {
 fn refuse_nul<'a>(mut values: impl Iterator<Item = &'a str>) -> Result<(), RenderError> {
     if values.any(|value| value.contains('\0')) {
         return Err(RenderError::Nul);
+    }
+    Ok(())
+}
+
+/// Refuses values with a line break, for formats of one record per line with no quoting that
+/// can hold one.
+fn refuse_line_breaks<'a>(
+    mut values: impl Iterator<Item = &'a str>,
+    format: &'static str,
+) -> Result<(), RenderError> {
+    if values.any(|value| value.contains(['\n', '\r'])) {
+        return Err(RenderError::LineBreak(format));
     }
     Ok(())
 }
