@@ -19,6 +19,7 @@ use crate::config::{AuthConfig, Config, Limits, SecretRef};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::server::{self, BoundSocket, Listener, serve};
+use crate::sink::{self, Sink};
 use crate::source;
 
 /// Connections the admin listener keeps open at most (probes and scrapers).
@@ -30,6 +31,7 @@ pub struct App {
     broker: Arc<Broker>,
     clients: Option<Arc<Clients>>,
     audit: Option<Arc<AuditSink>>,
+    sinks: Vec<Arc<Sink>>,
     api: Option<TcpListener>,
     unix: Option<BoundSocket>,
     admin: TcpListener,
@@ -91,6 +93,19 @@ impl App {
             .map(server::bind_unix)
             .transpose()?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
+        sink::create_dirs(&config.sinks).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot create a sink's directory: {e}"))
+        })?;
+        let sinks: Vec<Arc<Sink>> = config
+            .sinks
+            .into_iter()
+            .map(|config| Sink::new(config, &metrics))
+            .collect();
+        let ready_sinks: Arc<[Arc<Sink>]> = if config.server.sinks_required_for_ready {
+            sinks.iter().cloned().collect()
+        } else {
+            Arc::new([])
+        };
         Ok(Self {
             api_service: http::api_service(
                 Arc::clone(&broker),
@@ -99,11 +114,12 @@ impl App {
                 metrics.clone(),
                 config.server.limits,
             ),
-            admin_router: http::admin_router(Arc::clone(&broker), metrics.clone()),
+            admin_router: http::admin_router(Arc::clone(&broker), ready_sinks, metrics.clone()),
             metrics,
             broker,
             clients,
             audit,
+            sinks,
             api,
             unix,
             admin,
@@ -169,6 +185,10 @@ impl App {
             stop_rx,
         ));
         let mut background = tokio::spawn(Arc::clone(&self.broker).run_background());
+        let mut files = tokio::task::JoinSet::new();
+        for sink in &self.sinks {
+            files.spawn(Arc::clone(sink).run(Arc::clone(&self.broker)));
+        }
         let reload = self
             .clients
             .clone()
@@ -187,12 +207,16 @@ impl App {
                 Some(ended) = servers.join_next() => {
                     break Some(format!("a listener stopped unexpectedly ({})", ended.err().map_or_else(|| "it returned".to_owned(), |e| e.to_string())));
                 }
+                Some(ended) = files.join_next() => {
+                    break Some(format!("a sink stopped unexpectedly ({})", ended.err().map_or_else(|| "it returned".to_owned(), |e| e.to_string())));
+                }
                 ended = &mut background => {
                     break Some(format!("the background refresher stopped unexpectedly ({})", ended.err().map_or_else(|| "it returned".to_owned(), |e| e.to_string())));
                 }
             }
         };
         background.abort();
+        files.abort_all();
         if let Some(reload) = reload {
             reload.abort();
         }

@@ -3,7 +3,8 @@
 //!
 //! Data flows one way: [`http`] handlers call the [`broker::Broker`], which reads through the
 //! cache and, on a miss, the configured source. [`app::App`] wires these together and runs the
-//! credentials API and the admin listener.
+//! credentials API and the admin listener; [`sink`] keeps credential files current for software
+//! that cannot call HTTP.
 
 pub mod app;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 mod server;
+pub mod sink;
 pub mod source;
 pub mod telemetry;
 

@@ -18,6 +18,7 @@ mod env;
 mod log;
 mod rotation;
 mod server;
+mod sinks;
 mod source;
 mod upstream;
 
@@ -41,6 +42,8 @@ use rotation::RawRotation;
 pub use rotation::RotationConfig;
 use server::RawServer;
 pub use server::{Limits, ServerConfig, UnixSocketConfig};
+use sinks::RawSink;
+pub use sinks::SinkConfig;
 pub use source::{AwsConfig, SourceConfig};
 use source::{RawAws, RawSource};
 use upstream::RawUpstream;
@@ -58,6 +61,8 @@ pub struct Config {
     pub log: LogConfig,
     pub audit: AuditConfig,
     pub databases: BTreeMap<DbName, DatabaseConfig>,
+    /// The credential files kept current.
+    pub sinks: Vec<SinkConfig>,
     /// `CREDENTIAL_BROKER_` variables of the environment that are no configuration key (not
     /// configuration: Kubernetes service links, a token named by `token_env`, …), by name.
     pub ignored_env: Vec<String>,
@@ -76,6 +81,7 @@ impl Config {
             .filter(|key| env::is_config_key(key.as_str()))
             .split("__");
         let mut config = Self::from_figment(&Figment::from(Toml::file_exact(path)).merge(env))?;
+        sinks::check_files(&config.sinks)?;
         let token_vars: BTreeSet<&str> = config.auth.token_variables().collect();
         config.ignored_env =
             env::ignored(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))
@@ -140,11 +146,13 @@ struct RawConfig {
     clients: BTreeMap<String, RawClient>,
     #[serde(default)]
     databases: BTreeMap<String, RawDatabase>,
+    #[serde(default)]
+    sinks: Vec<RawSink>,
 }
 
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
-        let server = self.server.validate()?;
+        let server = self.server.validate(!self.sinks.is_empty())?;
         let cache = self.cache.validate()?;
         let upstream = self.upstream.validate()?;
         let rotation = self.rotation.validate()?;
@@ -162,6 +170,14 @@ impl RawConfig {
             let db_name = DbName::parse(&name).map_err(|why| invalid(&key, why))?;
             databases.insert(db_name, db.validate(&key, &source)?);
         }
+        let names: Vec<&DbName> = databases.keys().collect();
+        let sinks = self
+            .sinks
+            .into_iter()
+            .enumerate()
+            .map(|(i, sink)| sink.validate(i, &names))
+            .collect::<Result<Vec<_>, _>>()?;
+        sinks::refuse_shared_paths(&sinks)?;
         let auth = validate_auth(self.auth, self.clients, &databases)?;
         if let AuthConfig::Clients { clients, .. } = &auth
             && server.unix_socket.is_none()
@@ -183,6 +199,7 @@ impl RawConfig {
             source,
             log,
             databases,
+            sinks,
             ignored_env: Vec::new(),
         })
     }

@@ -20,6 +20,9 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     pub limits: Limits,
+    /// `/readyz` is 503 until every sink holds the version served (and while one cannot be
+    /// written).
+    pub sinks_required_for_ready: bool,
 }
 
 /// A Unix domain socket for the credentials API.
@@ -75,6 +78,7 @@ pub(super) struct RawServer {
     max_waiters: Option<usize>,
     #[serde(with = "humantime_serde")]
     max_wait: Duration,
+    sinks_required_for_ready: bool,
 }
 
 impl Default for Limits {
@@ -110,6 +114,7 @@ impl Default for RawServer {
             header_read_timeout: limits.header_read_timeout,
             max_waiters: None,
             max_wait: limits.max_wait,
+            sinks_required_for_ready: true,
         }
     }
 }
@@ -129,7 +134,8 @@ fn default_socket_mode() -> String {
 }
 
 impl RawServer {
-    pub(super) fn validate(self) -> Result<ServerConfig, ConfigError> {
+    /// Checks the section; `has_sinks` allows a broker with no credentials API at all.
+    pub(super) fn validate(self, has_sinks: bool) -> Result<ServerConfig, ConfigError> {
         let listen = match self.listen.trim() {
             "off" => None,
             text => Some(text.parse::<SocketAddr>().map_err(|_| {
@@ -151,10 +157,11 @@ impl RawServer {
             ));
         }
         let unix_socket = self.unix_socket.map(RawUnixSocket::validate).transpose()?;
-        if listen.is_none() && unix_socket.is_none() {
+        // With neither, the broker only keeps its sinks' files current.
+        if listen.is_none() && unix_socket.is_none() && !has_sinks {
             return Err(invalid(
                 "server.listen",
-                "\"off\" needs server.unix_socket, or the credentials API would not listen at all",
+                "\"off\" needs server.unix_socket or [[sinks]], or the broker would serve nothing",
             ));
         }
         number_in("server.max_connections", self.max_connections, 1, 65_536)?;
@@ -210,6 +217,7 @@ impl RawServer {
             unix_socket,
             admin_listen: self.admin_listen,
             shutdown_grace: self.shutdown_grace,
+            sinks_required_for_ready: self.sinks_required_for_ready,
             limits: Limits {
                 max_connections: self.max_connections,
                 max_concurrent_requests: self.max_concurrent_requests,

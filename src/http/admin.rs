@@ -10,20 +10,36 @@ use serde_json::json;
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
+use crate::sink::Sink;
+
+/// What readiness looks at: the broker's databases and, when they count, the credential files.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadyState {
+    pub broker: Arc<Broker>,
+    /// The sinks readiness waits for (none when `server.sinks_required_for_ready` is false).
+    pub sinks: Arc<[Arc<Sink>]>,
+}
 
 pub(crate) async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
 /// 200 once every database was fetched (`degraded` lists RDS databases whose secret is
-/// impaired but still served), else 503 with the databases not fetched yet.
-pub(crate) async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
-    let readiness = broker.readiness();
+/// impaired but still served) and every sink that counts holds the version served, else 503
+/// with the databases not fetched yet and the sinks not current.
+pub(crate) async fn readyz(State(ready): State<ReadyState>) -> Response {
+    let readiness = ready.broker.readiness();
+    let sinks_not_ready: Vec<&str> = ready
+        .sinks
+        .iter()
+        .filter(|sink| !sink.is_current())
+        .map(|sink| sink.name())
+        .collect();
     let names = |list: &[&crate::credentials::DbName]| -> Vec<String> {
         list.iter().map(ToString::to_string).collect()
     };
     let (status, word) = match (
-        readiness.not_ready.is_empty(),
+        readiness.not_ready.is_empty() && sinks_not_ready.is_empty(),
         readiness.degraded.is_empty(),
     ) {
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
@@ -36,6 +52,7 @@ pub(crate) async fn readyz(State(broker): State<Arc<Broker>>) -> Response {
             "status": word,
             "not_ready": names(&readiness.not_ready),
             "degraded": names(&readiness.degraded),
+            "sinks_not_ready": sinks_not_ready,
         })),
     )
         .into_response()

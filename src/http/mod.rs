@@ -14,6 +14,7 @@ use crate::broker::Broker;
 use crate::clients::{Client, Clients};
 use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::sink::Sink;
 
 mod admin;
 mod audit;
@@ -72,12 +73,12 @@ pub fn api_service(
     Front::new(state, router)
 }
 
-/// The admin listener: `/healthz`, `/readyz`, `/metrics`.
-pub fn admin_router(broker: Arc<Broker>, metrics: Metrics) -> Router {
+/// The admin listener: `/healthz`, `/readyz` (which waits for `sinks` too), `/metrics`.
+pub fn admin_router(broker: Arc<Broker>, sinks: Arc<[Arc<Sink>]>, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
-        .with_state(broker)
+        .with_state(admin::ReadyState { broker, sinks })
         .route("/metrics", get(admin::metrics).with_state(metrics.clone()))
         .fallback(route::not_found)
         .method_not_allowed_fallback(route::method_not_allowed)
@@ -156,7 +157,7 @@ mod tests {
                     ..Limits::default()
                 },
             ),
-            admin_router(broker, metrics),
+            admin_router(broker, Arc::new([]), metrics),
         )
     }
 

@@ -34,6 +34,8 @@ pub const CONNECTIONS_OPEN: &str = "credential_broker_connections_open";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "credential_broker_connections_closed_total";
 pub const WAITERS: &str = "credential_broker_waiters";
 pub const ROTATION_DETECTION_SECONDS: &str = "credential_broker_rotation_detection_seconds";
+pub const SINK_WRITES_TOTAL: &str = "credential_broker_sink_writes_total";
+pub const SINK_COMMANDS_TOTAL: &str = "credential_broker_sink_commands_total";
 pub const MALFORMED_SECRET_TOTAL: &str = "credential_broker_malformed_secret_total";
 /// The route template of credential reads, the API's most frequent request, whose count and
 /// latency are recorded in [`HotRoute`].

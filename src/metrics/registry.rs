@@ -14,9 +14,9 @@ use super::names::{
     CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS, DETECTION_BUCKETS, HTTP_REQUEST_DURATION_SECONDS,
     HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL, LATENCY_BUCKETS, ROTATION_DETECTION_SECONDS,
     SECRET_LAST_ROTATED_TIMESTAMP_SECONDS, SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS,
-    SECRET_ROTATION_ENABLED, SECRET_STATUS, TOKEN_RELOAD_FAILURES_TOTAL, UPSTREAM_BACKOFF_SECONDS,
-    UPSTREAM_CONSECUTIVE_FAILURES, UPSTREAM_REQUEST_DURATION_SECONDS, UPSTREAM_REQUESTS_TOTAL,
-    UPSTREAM_UP, WAITERS,
+    SECRET_ROTATION_ENABLED, SECRET_STATUS, SINK_COMMANDS_TOTAL, SINK_WRITES_TOTAL,
+    TOKEN_RELOAD_FAILURES_TOTAL, UPSTREAM_BACKOFF_SECONDS, UPSTREAM_CONSECUTIVE_FAILURES,
+    UPSTREAM_REQUEST_DURATION_SECONDS, UPSTREAM_REQUESTS_TOTAL, UPSTREAM_UP, WAITERS,
 };
 use crate::credentials::DbName;
 
@@ -54,6 +54,8 @@ pub struct MetricSet {
     pub(crate) rotation_detection: Histogram,
     pub(crate) access: IntCounterVec,
     pub(crate) token_reload_failures: IntCounterVec,
+    pub(crate) sink_writes: IntCounterVec,
+    pub(crate) sink_commands: IntCounterVec,
     pub(crate) audit_suppressed: IntCounter,
     pub(crate) connections_open: IntGaugeVec,
     pub(crate) connections_closed: IntCounterVec,
@@ -199,6 +201,16 @@ impl Metrics {
                 TOKEN_RELOAD_FAILURES_TOTAL,
                 "Token file reloads refused, by client and reason (unusable: unreadable or invalid; duplicate: the same token as another client's); the client kept its previous token.",
                 &["client", "reason"],
+            ),
+            sink_writes: b.counters(
+                SINK_WRITES_TOTAL,
+                "Writes of credential files, by sink (its path) and result (ok; error: the file could not be written; render_error: the credentials do not fit the sink's format); a failed write is tried again.",
+                &["sink", "result"],
+            ),
+            sink_commands: b.counters(
+                SINK_COMMANDS_TOTAL,
+                "Runs of sinks' on_change commands, by sink and result (ok, failed, timeout: killed at on_change_timeout, not_started); a failed run is tried again.",
+                &["sink", "result"],
             ),
             audit_suppressed: b.add(
                 IntCounter::new(

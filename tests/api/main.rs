@@ -23,5 +23,6 @@ mod rds;
 mod resilience;
 mod schemathesis;
 mod security;
+mod sinks;
 mod upstream;
 mod watch;
