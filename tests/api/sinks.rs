@@ -1,8 +1,8 @@
-//! Credential files (`[[sinks]]`) read by their real consumers: psql through a password file
-//! across a rotation, the command run after each change, what happens when a file cannot be
-//! written or a command hangs, and configuration errors.
+//! Credential files (`[[sinks]]`) read by their real consumers: psql through a password file and
+//! PgBouncer through its auth_file across a rotation, the command run after each change, what
+//! happens when a file cannot be written or a command hangs, and configuration errors.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -386,4 +386,175 @@ fn a_bad_sink_exits_64_naming_it() {
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(key), "{key}: {stderr}");
     }
+}
+
+/// PgBouncer 1.18+ as user postgres on a free port, logging in to `pg` with the passwords of
+/// `auth_file` (its clients are trusted, so only its server logins use them).
+struct PgBouncer {
+    child: std::process::Child,
+    port: u16,
+    /// PgBouncer's own pid (`child` is runuser's, which does not pass SIGHUP on).
+    pid: u32,
+}
+
+impl PgBouncer {
+    fn start(pg: &Postgres, dir: &Path, auth_file: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ini = dir.join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\norders = host=127.0.0.1 port={pg_port} dbname=postgres\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {auth}\npool_mode = session\n\
+                 server_lifetime = 1\nserver_idle_timeout = 1\nserver_login_retry = 1\n\
+                 logfile = {log}\npidfile = {pid}\n",
+                pg_port = pg.port,
+                auth = auth_file.display(),
+                log = dir.join("pgbouncer.log").display(),
+                pid = dir.join("pgbouncer.pid").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("runuser")
+            .args(["-u", "postgres", "--", "pgbouncer"])
+            .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("pgbouncer.stderr")).unwrap())
+            .spawn()
+            .expect("runuser not found");
+        let start = Instant::now();
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(dir.join("pgbouncer.pid"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "PgBouncer did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, port, pid }
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_reloads_its_auth_file_sink_and_keeps_serving_across_a_rotation() {
+    assert!(
+        Command::new("pgbouncer").arg("--version").output().is_ok(),
+        "pgbouncer not found: run `bash .ci/setup` (installs Debian's pgbouncer)"
+    );
+    let (upstream, pg) = (Upstream::start().await, Postgres::start().await);
+    seed_orders(&upstream, &pg, "bouncer-old").await;
+    let dir = tempfile::tempdir().unwrap();
+    // PgBouncer (user postgres) writes its log here and reads the auth file.
+    std::os::unix::fs::chown(dir.path(), Some(101), Some(104)).unwrap();
+    let auth_file = dir.path().join("userlist.txt");
+    let bouncer = PgBouncer::start(&pg, dir.path(), &auth_file);
+    upstream
+        .proxy
+        .set_fault(schedule(SystemTime::now() - Duration::from_secs(30), "2h"));
+    let mut options = watching_broker(&upstream, "orders", "orders", "1s");
+    options.extra_toml.push_str(&sink_toml(
+        "orders",
+        "pgbouncer",
+        &auth_file,
+        &format!(
+            "owner = 101\non_change = [\"/bin/kill\", \"-HUP\", \"{}\"]",
+            bouncer.pid
+        ),
+    ));
+    let mut broker = options.spawn().await;
+    broker
+        .wait_for_log("credential file written", Duration::from_secs(10))
+        .await;
+    let bouncer_config = || {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(bouncer.port)
+            .user("app")
+            .dbname("orders")
+            .connect_timeout(Duration::from_secs(5));
+        config
+    };
+    // 20 queries a second, each on a new client connection, across the rotation.
+    let query = || async {
+        pg.connect_with(&bouncer_config())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let start = Instant::now();
+    while let Err(e) = query().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "PgBouncer serves the first password: {e}; its log: {}",
+            std::fs::read_to_string(dir.path().join("pgbouncer.log")).unwrap_or_default()
+                + &std::fs::read_to_string(dir.path().join("pgbouncer.stderr")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ok, mut failed) = (0, Vec::new());
+    let rotation = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rotate(&upstream, &pg, "orders", "bouncer-new").await
+    };
+    let load = async {
+        for _ in 0..200 {
+            match query().await {
+                Ok(()) => ok += 1,
+                Err(e) => failed.push(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let ((_, version), ()) = tokio::join!(rotation, load);
+    println!(
+        "PgBouncer across a rotation: {ok} queries ok, {} failed {failed:?}",
+        failed.len()
+    );
+    let metrics = broker.metrics().await;
+    let sink = auth_file.display().to_string();
+    assert!(
+        metric(
+            &metrics,
+            "credential_broker_sink_commands_total",
+            &[("sink", &sink), ("result", "ok")]
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "the reload ran for both versions: {metrics}"
+    );
+    assert!(broker.log_text().contains(&version));
+    let meta = std::fs::metadata(&auth_file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o7777),
+        (101, 0o600),
+        "owner and mode hold after rewrites"
+    );
+    // Past the rotation, new server logins need the new password: they must go on working.
+    assert!(
+        query().await.is_ok(),
+        "PgBouncer logs in with the rotated password"
+    );
+    assert!(
+        failed.len() <= 2,
+        "at most the logins racing the password change fail: {failed:?}"
+    );
+    broker.assert_log_has_no_password();
 }
