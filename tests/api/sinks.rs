@@ -1,5 +1,5 @@
 //! Credential files (`[[sinks]]`) read by their real consumers: psql through a password file and
-//! PgBouncer through its auth_file across a rotation, the command run after each change, what
+//! PgBouncer through its `auth_file` across a rotation, the command run after each change, what
 //! happens when a file cannot be written or a command hangs, and configuration errors.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
