@@ -46,6 +46,11 @@ fn sink_toml(db: &str, format: &str, path: &Path, extra: &str) -> String {
     )
 }
 
+/// A sink counter's value for `sink` and `result` (0 before the first count).
+fn sink_count(metrics: &str, family: &str, sink: &str, result: &str) -> f64 {
+    metric(metrics, family, &[("sink", sink), ("result", result)]).unwrap_or(0.0)
+}
+
 /// Waits until `check` holds, polling every 20 ms; the time it took.
 async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -141,23 +146,16 @@ async fn psql_logs_in_with_a_pgpass_sink_before_and_after_a_rotation() {
     let metrics = broker.metrics().await;
     let sink = pgpass.display().to_string();
     assert!(
-        metric(
-            &metrics,
-            "credential_broker_sink_writes_total",
-            &[("sink", &sink), ("result", "ok")]
-        )
-        .unwrap_or(0.0)
-            >= 2.0,
+        sink_count(&metrics, "credential_broker_sink_writes_total", &sink, "ok") >= 2.0,
         "{metrics}"
     );
     assert!(
-        metric(
+        sink_count(
             &metrics,
             "credential_broker_sink_commands_total",
-            &[("sink", &sink), ("result", "ok")]
-        )
-        .unwrap_or(0.0)
-            >= 2.0,
+            &sink,
+            "ok"
+        ) >= 2.0,
         "{metrics}"
     );
     assert!(!metrics.contains(new.as_str()) && !metrics.contains(old.as_str()));
@@ -205,13 +203,12 @@ async fn a_sink_that_cannot_be_written_is_reported_and_recovers() {
     let metrics = broker.metrics().await;
     let sink = path.display().to_string();
     assert!(
-        metric(
+        sink_count(
             &metrics,
             "credential_broker_sink_writes_total",
-            &[("sink", &sink), ("result", "error")]
-        )
-        .unwrap_or(0.0)
-            >= 1.0,
+            &sink,
+            "error"
+        ) >= 1.0,
         "{metrics}"
     );
     // Back: the retry writes the new version and readiness returns.
@@ -297,13 +294,12 @@ async fn a_hanging_command_is_killed_at_its_timeout_and_tried_again_later_each_t
     );
     let metrics = broker.metrics().await;
     assert!(
-        metric(
+        sink_count(
             &metrics,
             "credential_broker_sink_commands_total",
-            &[("sink", &path.display().to_string()), ("result", "timeout")]
-        )
-        .unwrap_or(0.0)
-            >= 3.0,
+            &path.display().to_string(),
+            "timeout"
+        ) >= 3.0,
         "{metrics}"
     );
     // The file was written once; the command's failures do not rewrite it.
@@ -531,13 +527,12 @@ async fn pgbouncer_reloads_its_auth_file_sink_and_keeps_serving_across_a_rotatio
     let metrics = broker.metrics().await;
     let sink = auth_file.display().to_string();
     assert!(
-        metric(
+        sink_count(
             &metrics,
             "credential_broker_sink_commands_total",
-            &[("sink", &sink), ("result", "ok")]
-        )
-        .unwrap_or(0.0)
-            >= 2.0,
+            &sink,
+            "ok"
+        ) >= 2.0,
         "the reload ran for both versions: {metrics}"
     );
     assert!(broker.log_text().contains(&version));
