@@ -2,6 +2,7 @@
 //! the credential shapes, or a string holding such JSON), re-read whenever the file changes.
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,7 +26,7 @@ pub(crate) struct FileSource {
 /// The file as last read, keyed by what identifies a change on disk.
 #[derive(Debug)]
 struct Loaded {
-    stamp: (SystemTime, u64),
+    stamp: Stamp,
     secrets: HashMap<String, Entry>,
     /// Entries of the file that are not secret values and had no good value before: why.
     invalid: HashMap<String, String>,
@@ -46,7 +47,7 @@ impl FileSource {
     }
 
     /// Runs `found` on `secret_id`'s entry in the file as it is now (read again only when its
-    /// modification time or size changed).
+    /// [`Stamp`] changed).
     async fn with_entry<T>(
         &self,
         secret_id: &str,
@@ -55,7 +56,7 @@ impl FileSource {
         let meta = tokio::fs::metadata(&self.path)
             .await
             .map_err(|e| self.unreadable(&e))?;
-        let stamp = (meta.modified().unwrap_or(UNIX_EPOCH), meta.len());
+        let stamp = Stamp::of(&meta);
         let mut state = self.state.lock().await;
         if state.as_ref().is_none_or(|loaded| loaded.stamp != stamp) {
             let path = self.path.clone();
@@ -69,13 +70,13 @@ impl FileSource {
                 SourceError::Unavailable(format!("{} is not UTF-8 text", self.path.display()))
             })?;
             let previous = state.take().map(|l| l.secrets).unwrap_or_default();
-            let parsed = parse_file(text, &previous, &version_for(stamp.0));
+            let parsed = parse_file(text, &previous, &version_for(stamp.modified));
             let (secrets, invalid) = match parsed {
                 Ok(parsed) => parsed,
                 Err(why) => {
                     // Keep what was read before: the next change of the file is read again.
                     *state = Some(Loaded {
-                        stamp: (UNIX_EPOCH, u64::MAX),
+                        stamp: Stamp::NEVER,
                         secrets: previous,
                         invalid: HashMap::new(),
                     });
@@ -165,6 +166,36 @@ impl Source for FileSource {
     }
 }
 
+/// What a `stat` tells of a change to the file. The modification time alone misses a second edit
+/// within one tick of the file system's clock (milliseconds); a file replaced by a rename (how
+/// editors and tools write) also has another inode and change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: SystemTime,
+    len: u64,
+    inode: u64,
+    changed_ns: i128,
+}
+
+impl Stamp {
+    /// Matches no file: the next check reads it again.
+    const NEVER: Self = Self {
+        modified: UNIX_EPOCH,
+        len: u64::MAX,
+        inode: u64::MAX,
+        changed_ns: i128::MIN,
+    };
+
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            modified: meta.modified().unwrap_or(UNIX_EPOCH),
+            len: meta.len(),
+            inode: meta.ino(),
+            changed_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+}
+
 /// A version id for secrets that changed in a file modified at `modified`; stable across
 /// restarts for an unchanged file, and derived from nothing secret.
 fn version_for(modified: SystemTime) -> String {
@@ -207,7 +238,8 @@ fn parse_file(
         };
         let version_id = match previous.get(&id) {
             Some(old) if old.value.expose_secret() == value => old.version_id.clone(),
-            _ => new_version.to_owned(),
+            Some(old) => next_version(new_version, &old.version_id),
+            None => new_version.to_owned(),
         };
         secrets.insert(
             id,
@@ -218,6 +250,20 @@ fn parse_file(
         );
     }
     Ok((secrets, invalid))
+}
+
+/// The version id of a changed value: `new_version`, unless the old value had it (changed in
+/// the same clock tick), then `new_version-N` with the next N.
+fn next_version(new_version: &str, old_version: &str) -> String {
+    let same_tick = match old_version.strip_prefix(new_version) {
+        Some("") => Some(0),
+        Some(rest) => rest.strip_prefix('-').and_then(|n| n.parse::<u64>().ok()),
+        None => None,
+    };
+    match same_tick {
+        Some(n) => format!("{new_version}-{}", n.saturating_add(1)),
+        None => new_version.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +309,49 @@ mod tests {
             "a changed, so its version changes"
         );
         assert_eq!(b1.version_id, b2.version_id, "b did not change");
+    }
+
+    #[tokio::test]
+    async fn a_file_replaced_within_one_clock_tick_with_the_same_size_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.json");
+        // Two edits inside one tick of the file system's clock: the same modification time.
+        let tick = SystemTime::now();
+        let replace = |password: &str| {
+            let staged = dir.path().join("staged");
+            std::fs::write(
+                &staged,
+                format!(r#"{{"a": {{"username":"u","password":"{password}"}}}}"#),
+            )
+            .unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&staged)
+                .unwrap()
+                .set_modified(tick)
+                .unwrap();
+            std::fs::rename(&staged, &path).unwrap();
+        };
+        replace("first-1");
+        let source = FileSource::new(path.clone());
+        let first = source.read("a", Version::Current).await.unwrap();
+        replace("second2");
+        let second = source.read("a", Version::Current).await.unwrap();
+        assert!(
+            secret_text(&second).contains("second2"),
+            "the new file is read"
+        );
+        assert_ne!(
+            first.version_id, second.version_id,
+            "a new value in the same tick gets a new version"
+        );
+        replace("third-3");
+        let third = source.read("a", Version::Current).await.unwrap();
+        assert!(secret_text(&third).contains("third-3"));
+        assert!(
+            third.version_id != first.version_id && third.version_id != second.version_id,
+            "{first:?} {second:?} {third:?}"
+        );
     }
 
     #[tokio::test]
