@@ -147,17 +147,14 @@ impl DbState {
 }
 
 impl DbState {
-    /// Tells the watchers of a fetch's credentials, when their version is new to them.
+    /// Tells the watchers of a fetch's credentials, when their version or pending version is
+    /// new to them.
     pub(super) fn publish(&self, credentials: &Credentials) {
         self.published.send_if_modified(|published| {
-            if matches!(published, Published::Version(v) if v.version_id == credentials.version_id)
-            {
+            if matches!(published, Published::Version(v) if v.same_versions(credentials)) {
                 return false;
             }
-            *published = Published::Version(VersionInfo {
-                version_id: credentials.version_id.clone(),
-                fetched_at: credentials.fetched_at,
-            });
+            *published = Published::Version(VersionInfo::of(credentials));
             true
         });
     }
@@ -187,5 +184,24 @@ pub(super) enum Published {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {
     pub version_id: String,
+    /// The pending version of a rotation under way, if one was read.
+    pub pending_version_id: Option<String>,
     pub fetched_at: SystemTime,
+}
+
+impl VersionInfo {
+    /// The versions of `credentials`, without their secrets.
+    pub fn of(credentials: &Credentials) -> Self {
+        Self {
+            version_id: credentials.version_id.clone(),
+            pending_version_id: credentials.pending.as_ref().map(|p| p.version_id.clone()),
+            fetched_at: credentials.fetched_at,
+        }
+    }
+
+    fn same_versions(&self, credentials: &Credentials) -> bool {
+        self.version_id == credentials.version_id
+            && self.pending_version_id.as_deref()
+                == credentials.pending.as_ref().map(|p| p.version_id.as_str())
+    }
 }

@@ -14,7 +14,7 @@ use super::state::{Published, VersionInfo};
 /// One change a watcher is told of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionEvent {
-    /// The database now serves this version.
+    /// The database now serves this version, or it read a new pending version of a rotation.
     Version(VersionInfo),
     /// The secret or the RDS database is gone.
     Deleted,

@@ -42,10 +42,7 @@ pub(crate) async fn events(
         // Watching before the first read, so that no change between the two is missed.
         let watch = state.broker.watch(&db).map_err(from_broker)?;
         let served = state.broker.get(&db).await.map_err(from_broker)?;
-        let current = VersionInfo {
-            version_id: served.credentials.version_id.clone(),
-            fetched_at: served.credentials.fetched_at,
-        };
+        let current = VersionInfo::of(&served.credentials);
         let stream = Stream {
             db: db.clone(),
             first: Some(version_event(&db, &current, served.stale)),
@@ -78,7 +75,8 @@ impl Stream {
         }
         loop {
             let event = match self.watch.next().await? {
-                // The version just sent (the first read may have fetched it): nothing new.
+                // The version just sent (the first read may have fetched it), or only a new
+                // pending version: nothing new to the stream.
                 VersionEvent::Version(info) if self.last.as_ref() == Some(&info.version_id) => {
                     continue;
                 }

@@ -1,5 +1,6 @@
 //! Credential files (`[[sinks]]`): one task per file follows its database's version, rewrites
-//! the file when the version changes and runs the sink's command, retries what failed with a
+//! the file when the version changes (or the pending version, for formats that show it) and
+//! runs the sink's command, retries what failed with a
 //! growing delay, and tells readiness whether each file holds the version served.
 
 mod command;
@@ -13,7 +14,7 @@ use tracing::{info, warn};
 
 pub use write::create_dirs;
 
-use crate::broker::{Broker, Served, VersionEvent};
+use crate::broker::{Broker, Served, VersionEvent, VersionInfo};
 use crate::config::SinkConfig;
 use crate::metrics::Metrics;
 
@@ -36,8 +37,8 @@ pub struct Sink {
 /// What a sink's file holds, for readiness.
 #[derive(Debug, Default)]
 struct Holds {
-    /// The version last written.
-    version: Option<String>,
+    /// The versions last written.
+    written: Option<Shown>,
     /// The file holds the version served: false before the first write, while a newer version
     /// waits to be written and after a failed write.
     current: bool,
@@ -68,6 +69,16 @@ impl Sink {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What a file of the sink's format shows of `info`.
+    fn shown(&self, info: VersionInfo) -> Shown {
+        Shown {
+            version: info.version_id,
+            pending: info
+                .pending_version_id
+                .filter(|_| self.config.format.shows_pending()),
+        }
+    }
+
     /// Keeps the file current until the broker stops: a write at start, one on each change of
     /// version, each failure tried again after a delay that doubles from 1 s to 5 min.
     pub async fn run(self: Arc<Self>, broker: Arc<Broker>) {
@@ -94,7 +105,13 @@ impl Sink {
                         warn!(sink = %self.name, db, "the database's secret is gone; the file keeps the last credentials written");
                         self.holds().current = false;
                     }
-                    Some(VersionEvent::Version(_)) => self.holds().current = false,
+                    Some(VersionEvent::Version(info)) => {
+                        let shown = self.shown(info);
+                        let mut holds = self.holds();
+                        if holds.written.as_ref() != Some(&shown) {
+                            holds.current = false;
+                        }
+                    }
                 },
                 () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             }
@@ -113,10 +130,10 @@ impl Sink {
                 return true;
             }
         };
-        let version = &served.credentials.version_id;
-        if self.holds().version.as_ref() == Some(version) {
+        let shown = self.shown(VersionInfo::of(&served.credentials));
+        if self.holds().written.as_ref() == Some(&shown) {
             self.holds().current = true;
-        } else if !self.write(&served, command_due).await {
+        } else if !self.write(&served, shown, command_due).await {
             return true;
         }
         let Some(due) = command_due.as_deref() else {
@@ -139,9 +156,9 @@ impl Sink {
     }
 
     /// Writes the served version to the file and makes its command due; false when it failed.
-    async fn write(&self, served: &Served, command_due: &mut Option<String>) -> bool {
+    async fn write(&self, served: &Served, shown: Shown, command_due: &mut Option<String>) -> bool {
         let db = self.config.database.as_str();
-        let version = &served.credentials.version_id;
+        let version = &shown.version;
         // Files carry no staleness: a file outlives the moment it was written.
         let body = match served.credentials.render(self.config.format, false) {
             Ok(rendered) => rendered.body,
@@ -165,12 +182,19 @@ impl Sink {
             return false;
         }
         self.writes.with_label_values(&[&self.name, "ok"]).inc();
-        info!(sink = %self.name, db, version = %version, "credential file written");
+        info!(sink = %self.name, db, version = %version, pending_version = shown.pending.as_deref(), "credential file written");
+        command_due.clone_from(&self.config.on_change.first().map(|_| version.clone()));
         *self.holds() = Holds {
-            version: Some(version.clone()),
+            written: Some(shown),
             current: true,
         };
-        command_due.clone_from(&self.config.on_change.first().map(|_| version.clone()));
         true
     }
+}
+
+/// The versions a file shows: the version, and the pending version for formats that hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    version: String,
+    pending: Option<String>,
 }

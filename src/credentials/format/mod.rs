@@ -54,6 +54,22 @@ impl Format {
         }
     }
 
+    /// Whether the format holds the pending version of a rotation (a file of it is rewritten
+    /// when only that changes).
+    pub fn shows_pending(self) -> bool {
+        match self {
+            Self::Json => true,
+            Self::Uri
+            | Self::Jdbc
+            | Self::KeyValue
+            | Self::Env
+            | Self::Pgpass
+            | Self::Pgbouncer
+            | Self::Service
+            | Self::Mysql => false,
+        }
+    }
+
     pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::Json => "application/json",
