@@ -29,6 +29,11 @@ static PASSWORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// A fresh password with characters that need escaping in JSON, URIs and shells, recorded so that
 /// every broker log can be checked for it.
 pub fn new_password(tag: &str) -> String {
+    new_password_ending(tag, "!#$%&'()*+,/:;=?@[]~\"\\")
+}
+
+/// A fresh password ending in `tail`, its unique core recorded like [`new_password`]'s.
+pub fn new_password_ending(tag: &str, tail: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
@@ -37,7 +42,7 @@ pub fn new_password(tag: &str) -> String {
         .subsec_nanos();
     let core = format!("Pw-{tag}-{n}-{nanos:x}");
     PASSWORDS.lock().unwrap().push(core.clone());
-    format!("{core}!#$%&'()*+,/:;=?@[]~\"\\")
+    format!("{core}{tail}")
 }
 
 /// The unique cores of the passwords made so far.
