@@ -43,7 +43,7 @@ pub use rotation::RotationConfig;
 use server::RawServer;
 pub use server::{Limits, ServerConfig, UnixSocketConfig};
 use sinks::RawSink;
-pub use sinks::SinkConfig;
+pub use sinks::{ReloadSignal, SignalReload, SinkConfig};
 pub use source::{AwsConfig, SourceConfig};
 use source::{RawAws, RawSource};
 use upstream::RawUpstream;

@@ -1,6 +1,6 @@
 //! `[[sinks]]`: credential files the broker keeps current (a format of one database at a path,
-//! and an optional command run after each change), and the checks of their directories at
-//! start.
+//! and an optional command run or signal sent after each change), and the checks of their
+//! directories at start.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -26,8 +26,53 @@ pub struct SinkConfig {
     /// Argv of the command run after each change (no shell); empty for none.
     pub on_change: Vec<String>,
     pub on_change_timeout: Duration,
+    /// The signal sent after each change instead of a command, to the process a pid file names.
+    pub on_change_signal: Option<SignalReload>,
     /// Create the file's directory (and its parents, mode 0755) when missing.
     pub create_dirs: bool,
+}
+
+/// A signal sent to the process whose pid a file holds (PgBouncer's `pidfile`, in a shared
+/// process namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalReload {
+    pub signal: ReloadSignal,
+    pub pidfile: PathBuf,
+}
+
+/// The signals a reload may send: those daemons read as "reload" or "reopen".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadSignal {
+    Hup,
+    Usr1,
+    Usr2,
+}
+
+impl ReloadSignal {
+    fn parse(name: &str) -> Option<Self> {
+        match name.strip_prefix("SIG").unwrap_or(name) {
+            "HUP" => Some(Self::Hup),
+            "USR1" => Some(Self::Usr1),
+            "USR2" => Some(Self::Usr2),
+            _ => None,
+        }
+    }
+
+    /// The signal's name, as logs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hup => "SIGHUP",
+            Self::Usr1 => "SIGUSR1",
+            Self::Usr2 => "SIGUSR2",
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Whether a command or a signal follows each write.
+    pub fn tells_reader(&self) -> bool {
+        !self.on_change.is_empty() || self.on_change_signal.is_some()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +89,8 @@ pub(super) struct RawSink {
     on_change: Vec<String>,
     #[serde(default, with = "humantime_serde")]
     on_change_timeout: Option<Duration>,
+    on_change_signal: Option<String>,
+    on_change_pidfile: Option<PathBuf>,
     #[serde(default)]
     create_dirs: bool,
 }
@@ -100,6 +147,42 @@ impl RawSink {
                 "the command's first word must be an absolute path (it runs without a shell)",
             ));
         }
+        let on_change_signal = match (self.on_change_signal, self.on_change_pidfile) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    key("on_change_pidfile"),
+                    "on_change_signal needs the pid file of the process to signal",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    key("on_change_signal"),
+                    "on_change_pidfile needs the signal to send (\"SIGHUP\", \"SIGUSR1\", \"SIGUSR2\")",
+                ));
+            }
+            (Some(name), Some(pidfile)) => {
+                let signal = ReloadSignal::parse(&name).ok_or_else(|| {
+                    invalid(
+                        key("on_change_signal"),
+                        "must be \"SIGHUP\", \"SIGUSR1\" or \"SIGUSR2\"",
+                    )
+                })?;
+                if !pidfile.is_absolute() {
+                    return Err(invalid(
+                        key("on_change_pidfile"),
+                        "must be an absolute path to a file",
+                    ));
+                }
+                if !self.on_change.is_empty() {
+                    return Err(invalid(
+                        key("on_change_signal"),
+                        "set on_change or on_change_signal, not both",
+                    ));
+                }
+                Some(SignalReload { signal, pidfile })
+            }
+        };
         let on_change_timeout = self.on_change_timeout.unwrap_or(DEFAULT_TIMEOUT);
         duration_in(
             &key("on_change_timeout"),
@@ -116,6 +199,7 @@ impl RawSink {
             group: self.group,
             on_change: self.on_change,
             on_change_timeout,
+            on_change_signal,
             create_dirs: self.create_dirs,
         })
     }

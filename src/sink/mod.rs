@@ -149,7 +149,7 @@ impl Sink {
                 false
             }
             failed => {
-                warn!(sink = %self.name, db, outcome = %failed, "the sink's on_change command failed; trying again");
+                warn!(sink = %self.name, db, outcome = %failed, "the sink's on_change failed; trying again");
                 true
             }
         }
@@ -183,7 +183,7 @@ impl Sink {
         }
         self.writes.with_label_values(&[&self.name, "ok"]).inc();
         info!(sink = %self.name, db, version = %version, pending_version = shown.pending.as_deref(), "credential file written");
-        command_due.clone_from(&self.config.on_change.first().map(|_| version.clone()));
+        *command_due = self.config.tells_reader().then(|| version.clone());
         *self.holds() = Holds {
             written: Some(shown),
             current: true,

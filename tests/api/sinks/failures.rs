@@ -170,7 +170,7 @@ async fn a_hanging_command_is_killed_at_its_timeout_and_tried_again_later_each_t
         "[databases.orders]\nsecret_id = \"orders\"\n",
     )
     .await;
-    let failed = "the sink's on_change command failed; trying again";
+    let failed = "the sink's on_change failed; trying again";
     let failures = || -> Vec<serde_json::Value> {
         broker
             .log_events()
@@ -344,6 +344,34 @@ fn a_bad_sink_exits_64_naming_it() {
             "sinks[1].path",
         ),
     ];
+    let pidfile = "on_change_pidfile = \"/run/pgbouncer/pgbouncer.pid\"";
+    let signal_cases = [
+        (
+            format!("on_change_signal = \"SIGKILL\"\n{pidfile}"),
+            "sinks[0].on_change_signal",
+        ),
+        (
+            "on_change_signal = \"SIGHUP\"".to_owned(),
+            "sinks[0].on_change_pidfile",
+        ),
+        (pidfile.to_owned(), "sinks[0].on_change_signal"),
+        (
+            "on_change_signal = \"SIGHUP\"\non_change_pidfile = \"pgbouncer.pid\"".to_owned(),
+            "sinks[0].on_change_pidfile",
+        ),
+        (
+            format!("on_change_signal = \"SIGHUP\"\n{pidfile}\non_change = [\"/bin/true\"]"),
+            "sinks[0].on_change_signal",
+        ),
+    ];
+    let cases = cases
+        .into_iter()
+        .chain(signal_cases.into_iter().map(|(extra, key)| {
+            (
+                sink_toml("orders", "pgbouncer", &dir.path().join("f"), &extra),
+                key,
+            )
+        }));
     for (sinks, key) in cases {
         let config = dir.path().join("broker.toml");
         std::fs::write(&config, format!("{base}{sinks}")).unwrap();

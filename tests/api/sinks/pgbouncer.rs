@@ -17,8 +17,10 @@ use crate::watch::{rotate, seed_orders};
 pub(super) struct PgBouncer {
     child: std::process::Child,
     pub(super) port: u16,
-    /// PgBouncer's own pid (`child` is runuser's, which does not pass SIGHUP on).
+    /// PgBouncer's own pid (`child` is runuser's, which does not pass SIGHUP on), and the file
+    /// it writes it to.
     pub(super) pid: u32,
+    pub(super) pidfile: std::path::PathBuf,
     log: std::path::PathBuf,
 }
 
@@ -76,6 +78,7 @@ impl PgBouncer {
             child,
             port,
             pid,
+            pidfile: dir.join("pgbouncer.pid"),
             log: dir.join("pgbouncer.log"),
         }
     }
@@ -137,10 +140,11 @@ async fn pgbouncer_takes_the_rotated_password_from_its_auth_file_sink_within_2_s
         "orders",
         "pgbouncer",
         &auth_file,
+        // The signal the broker sends itself, as in an image with no `kill`.
         &format!(
-            "owner = {}\non_change = [\"/bin/kill\", \"-HUP\", \"{}\"]",
+            "owner = {}\non_change_signal = \"SIGHUP\"\non_change_pidfile = {:?}",
             postgres_uid(),
-            bouncer.pid
+            bouncer.pidfile.display().to_string()
         ),
     ));
     let mut broker = options.spawn().await;
