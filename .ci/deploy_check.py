@@ -4,6 +4,8 @@
               sidecar wiring (health check, dependsOn, token secret, non-root, read-only, logs)
   k8s         the PodMonitor against a minimal schema (it is a CRD), kustomization.yaml against the
               files, and the wiring between deployment, ConfigMap, Service and PodMonitor
+  k8s_pgbouncer  docker/k8s/pgbouncer: kustomization, the broker's sink and PgBouncer's auth_file
+              and pid file agreeing, one volume and uid, a shared process namespace; check-config
   dashboard   the Grafana dashboard's structure; writes its PromQL as recording rules for promtool
   metrics     every credential_broker_* name in the dashboard and alert files exists in src/metrics/
   configs     `credential-broker check-config` on docker/config.toml, the ConfigMap's config and
@@ -17,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 import yaml
 
@@ -244,6 +247,54 @@ def k8s() -> None:
     finish("k8s: PodMonitor (minimal CRD schema), kustomization, sidecar wiring")
 
 
+def k8s_pgbouncer(binary: str) -> None:
+    k = DOCKER / "k8s/pgbouncer"
+    kustomization = load_yaml(k / "kustomization.yaml")
+    present = {p.name for p in k.glob("*.yaml")} - {"kustomization.yaml"}
+    check(set(kustomization.get("resources", [])) == present, f"pgbouncer/kustomization.yaml resources differ from {sorted(present)}")
+    data = load_yaml(k / "configmap.yaml")["data"]
+    config = tomllib.loads(data["config.toml"])
+    ini = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition("=") for line in data["pgbouncer.ini"].splitlines())
+        if not key.lstrip().startswith(("#", "[")) and value
+    )
+    sinks = [s for s in config.get("sinks", []) if s.get("format") == "pgbouncer"]
+    check(len(sinks) == 1, "pgbouncer: the broker config needs one pgbouncer sink")
+    spec = load_yaml(k / "deployment.yaml")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in spec.get("initContainers", []) + spec["containers"]}
+    broker, bouncer = containers.get("credential-broker"), containers.get("pgbouncer")
+    check(broker is not None and bouncer is not None, "pgbouncer: needs containers credential-broker and pgbouncer")
+    if not sinks or broker is None or bouncer is None:
+        return finish("k8s PgBouncer wiring")
+    sink = sinks[0]
+    check(ini.get("auth_file") == sink["path"], f"pgbouncer: auth_file {ini.get('auth_file')} is not the sink's path {sink['path']}")
+    check(ini.get("pidfile") == sink.get("on_change_pidfile"), "pgbouncer: pidfile is not the sink's on_change_pidfile")
+    check(sink.get("on_change_signal") == "SIGHUP", "pgbouncer: the sink must send SIGHUP (PgBouncer's reload)")
+    check(ini.get("auth_type") == "scram-sha-256", "pgbouncer: auth_type must be scram-sha-256")
+    check(spec.get("shareProcessNamespace") is True, "pgbouncer: the pod must share its process namespace (the broker signals PgBouncer)")
+    uid = lambda c: c.get("securityContext", {}).get("runAsUser", spec.get("securityContext", {}).get("runAsUser"))
+    check(uid(broker) == uid(bouncer) is not None, "pgbouncer: broker and PgBouncer must run as one uid (a signal needs it)")
+    def mount_of(container, path):
+        return next((m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    for path in (sink["path"], sink["on_change_pidfile"]):
+        a, b = mount_of(broker, path), mount_of(bouncer, path)
+        check(a is not None and b is not None and a["name"] == b["name"] and a["mountPath"] == b["mountPath"],
+              f"pgbouncer: {path} must be on one volume mounted at one path in both containers")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = pathlib.Path(tmp)
+        token = tmp_path / "broker-token"
+        token.write_text("deploy-check-token-0123456789\n")
+        # The shared volume exists only in the pod: its paths are moved under a scratch directory.
+        mount = mount_of(broker, sink["path"])["mountPath"]
+        (tmp_path / "run").mkdir()
+        embedded = tmp_path / "config.toml"
+        embedded.write_text(data["config.toml"].replace(mount, str(tmp_path / "run")))
+        run_check_config(binary, embedded, {"CREDENTIAL_BROKER_AUTH__TOKEN_FILE": str(token)},
+                         "docker/k8s/pgbouncer/configmap.yaml data.config.toml")
+    finish("k8s PgBouncer: kustomization, auth_file, pid file, shared volume, process namespace, uid")
+
+
 # --- Grafana -----------------------------------------------------------------------------------
 
 
@@ -347,4 +398,4 @@ def configs(binary: str) -> None:
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"ecs": ecs, "k8s": k8s, "dashboard": dashboard, "metrics": metrics, "configs": configs}[command](*args)
+    {"ecs": ecs, "k8s": k8s, "k8s_pgbouncer": k8s_pgbouncer, "dashboard": dashboard, "metrics": metrics, "configs": configs}[command](*args)
