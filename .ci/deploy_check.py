@@ -4,6 +4,8 @@
               sidecar wiring (health check, dependsOn, token secret, non-root, read-only, logs)
   k8s         the PodMonitor against a minimal schema (it is a CRD), kustomization.yaml against the
               files, and the wiring between deployment, ConfigMap, Service and PodMonitor
+  ecs_pgbouncer  docker/ecs/pgbouncer-task-definition.json: its shape, pidMode task, the sink's
+              files on one task volume in both containers, the image's path for it; check-config
   k8s_pgbouncer  docker/k8s/pgbouncer: kustomization, the broker's sink and PgBouncer's auth_file
               and pid file agreeing, one volume and uid, a shared process namespace; check-config
   dashboard   the Grafana dashboard's structure; writes its PromQL as recording rules for promtool
@@ -52,12 +54,11 @@ def load_yaml(path: pathlib.Path):
 # --- ECS ---------------------------------------------------------------------------------------
 
 
-def ecs() -> None:
+def register_task_definition_shape(task: dict) -> None:
     import botocore.session
     import botocore.validate
     from botocore.exceptions import ParamValidationError
 
-    task = json.loads((DOCKER / "ecs/task-definition.json").read_text())
     client = botocore.session.get_session().create_client(
         "ecs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
     )
@@ -66,6 +67,11 @@ def ecs() -> None:
         botocore.validate.validate_parameters(task, shape)
     except ParamValidationError as e:
         errors.append(f"RegisterTaskDefinition input: {e}")
+
+
+def ecs() -> None:
+    task = json.loads((DOCKER / "ecs/task-definition.json").read_text())
+    register_task_definition_shape(task)
 
     check(task.get("networkMode") == "awsvpc", "networkMode must be awsvpc (Fargate)")
     check("FARGATE" in task.get("requiresCompatibilities", []), "requiresCompatibilities lacks FARGATE")
@@ -184,6 +190,56 @@ PODMONITOR_SCHEMA = {
         },
     },
 }
+
+
+def ecs_pgbouncer(binary: str) -> None:
+    task = json.loads((DOCKER / "ecs/pgbouncer-task-definition.json").read_text())
+    register_task_definition_shape(task)
+    containers = {c["name"]: c for c in task["containerDefinitions"]}
+    broker, bouncer = containers.get("credential-broker"), containers.get("pgbouncer")
+    if broker is None or bouncer is None:
+        errors.append("needs containers credential-broker and pgbouncer")
+        return finish("ecs/pgbouncer-task-definition.json")
+    check(task.get("pidMode") == "task", 'pidMode must be "task": the broker signals PgBouncer')
+    check(broker.get("user") == bouncer.get("user") and broker.get("user", "root").split(":")[0] not in ("", "0", "root"),
+          "broker and PgBouncer must run as one non-root uid (a signal needs it)")
+    for name in ("credential-broker", "pgbouncer"):
+        check(containers[name].get("readonlyRootFilesystem") is True, f"{name}: root filesystem must be read-only")
+    for name, c in containers.items():
+        if name != "credential-broker":
+            check({"containerName": "credential-broker", "condition": "HEALTHY"} in c.get("dependsOn", []),
+                  f"{name}: must dependsOn credential-broker HEALTHY (the auth_file exists once it is ready)")
+    env = {e["name"]: e["value"] for e in broker.get("environment", [])}
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY docker/ecs/pgbouncer\.toml (\S+)$", dockerfile, re.M)
+    check(copied == [env.get("CREDENTIAL_BROKER_CONFIG")],
+          f"CREDENTIAL_BROKER_CONFIG is not where the Dockerfile puts docker/ecs/pgbouncer.toml ({copied})")
+    config_text = (DOCKER / "ecs/pgbouncer.toml").read_text()
+    sinks = [s for s in tomllib.loads(config_text).get("sinks", []) if s.get("format") == "pgbouncer"]
+    check(len(sinks) == 1, "ecs/pgbouncer.toml needs one pgbouncer sink")
+    volumes = {v["name"] for v in task.get("volumes", [])}
+    def mount_of(container, path):
+        return next((m for m in container.get("mountPoints", [])
+                     if path.startswith(m["containerPath"].rstrip("/") + "/")), None)
+    for sink in sinks:
+        check(sink.get("on_change_signal") == "SIGHUP", "the sink must send SIGHUP (PgBouncer's reload)")
+        for path in (sink["path"], sink.get("on_change_pidfile", "")):
+            a, b = mount_of(broker, path), mount_of(bouncer, path)
+            check(a is not None and b is not None and a["sourceVolume"] == b["sourceVolume"] in volumes
+                  and a["containerPath"] == b["containerPath"],
+                  f"{path} must be on one task volume mounted at one path in both containers")
+            if a is not None:
+                check(re.search(r"^COPY --from=build --chown=65532:65532 \S+ %s$" % re.escape(a["containerPath"]), dockerfile, re.M) is not None,
+                      f"the image must hold {a['containerPath']} owned by 65532 (a Fargate bind mount is root's otherwise)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = pathlib.Path(tmp)
+        embedded = tmp_path / "pgbouncer.toml"
+        mount = mount_of(broker, sinks[0]["path"]) if sinks else None
+        embedded.write_text(config_text.replace(mount["containerPath"], tmp) if mount else config_text)
+        env.pop("CREDENTIAL_BROKER_CONFIG", None)
+        env.update({s["name"]: "deploy-check-token-0123456789" for s in broker.get("secrets", [])})
+        run_check_config(binary, embedded, env, "docker/ecs/pgbouncer.toml with the task definition's environment")
+    finish("ecs/pgbouncer-task-definition.json (RegisterTaskDefinition shape, pidMode, shared volume, uid, image path)")
 
 
 def k8s() -> None:
@@ -398,4 +454,4 @@ def configs(binary: str) -> None:
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"ecs": ecs, "k8s": k8s, "k8s_pgbouncer": k8s_pgbouncer, "dashboard": dashboard, "metrics": metrics, "configs": configs}[command](*args)
+    {"ecs": ecs, "k8s": k8s, "k8s_pgbouncer": k8s_pgbouncer, "ecs_pgbouncer": ecs_pgbouncer, "dashboard": dashboard, "metrics": metrics, "configs": configs}[command](*args)
