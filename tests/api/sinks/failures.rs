@@ -4,11 +4,11 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use super::{sink_count, sink_toml, wait_until};
+use super::{eventually, sink_count, sink_toml, wait_until};
 use crate::helpers::*;
 
 /// How a test makes a directory unwritable for the broker, and undoes it.
@@ -139,14 +139,12 @@ async fn a_sink_whose_directory_is_made_read_only_or_removed_is_reported_and_rec
             },
         )
         .await;
-        let start = Instant::now();
-        while broker.admin_get("/readyz").await.status() != 200 {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "{breakage:?}: ready again after the write"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            Duration::from_secs(5),
+            &format!("{breakage:?}: ready again after the write"),
+            || async { broker.admin_get("/readyz").await.status() == 200 },
+        )
+        .await;
     }
     broker.assert_log_has_no_password();
 }
@@ -258,14 +256,12 @@ async fn the_source_down_past_max_stale_leaves_the_last_file_untouched() {
     let before = snapshot();
     upstream.proxy.set_fault(Fault::Reset);
     // Past ttl and max_stale: the broker has nothing left to serve.
-    let start = Instant::now();
-    while broker.get("orders").await.status() != 503 {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the credentials expire while the source is down"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(15),
+        "the credentials expire while the source is down",
+        || async { broker.get("orders").await.status() == 503 },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         snapshot() == before,

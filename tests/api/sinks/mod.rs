@@ -10,8 +10,9 @@ mod rotation;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::detection::{schedule, watching_broker};
 use crate::helpers::*;
 use crate::pg::Postgres;
 
@@ -60,10 +61,32 @@ fn sink_count(metrics: &str, family: &str, sink: &str, result: &str) -> u64 {
 
 /// Waits until `check` holds, polling every 20 ms; the time it took.
 async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    eventually(limit, what, || std::future::ready(check())).await
+}
+
+/// [`wait_until`] for a check that awaits (an HTTP call to the broker).
+async fn eventually<F: Future<Output = bool>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> Duration {
     let start = Instant::now();
-    while !check() {
+    while !check().await {
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     start.elapsed()
 }
+
+/// A broker watching `orders` every second inside an open rotation window (it opened 30 s ago
+/// and lasts 2 h), so that it sees a promotion within the second.
+fn rotating_broker(upstream: &Upstream) -> BrokerOptions {
+    upstream
+        .proxy
+        .set_fault(schedule(SystemTime::now() - Duration::from_secs(30), "2h"));
+    watching_broker(upstream, "orders", "orders", "1s")
+}
+
+/// The `[rotation]` table of a file-source broker that fetches at once on every refresh.
+const REFRESH_AT_ONCE: &str =
+    "[rotation]\ndescribe_interval = \"1h\"\nrefresh_min_interval = \"0s\"\n";

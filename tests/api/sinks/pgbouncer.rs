@@ -6,8 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{sink_count, sink_toml};
-use crate::detection::{schedule, watching_broker};
+use super::{rotating_broker, sink_count, sink_toml};
 use crate::helpers::*;
 use crate::pg::Postgres;
 use crate::watch::{rotate, seed_orders};
@@ -132,10 +131,7 @@ async fn pgbouncer_takes_the_rotated_password_from_its_auth_file_sink_within_2_s
     let dir = tempfile::tempdir().unwrap();
     let auth_file = dir.path().join("userlist.txt");
     let bouncer = PgBouncer::start(&pg, dir.path(), &auth_file);
-    upstream
-        .proxy
-        .set_fault(schedule(SystemTime::now() - Duration::from_secs(30), "2h"));
-    let mut options = watching_broker(&upstream, "orders", "orders", "1s");
+    let mut options = rotating_broker(&upstream);
     options.extra_toml.push_str(&sink_toml(
         "orders",
         "pgbouncer",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::pgbouncer::{PgBouncer, postgres_uid};
-use super::{psql_logs_in, sink_count, sink_toml, wait_until};
+use super::{REFRESH_AT_ONCE, psql_logs_in, sink_count, sink_toml, wait_until};
 use crate::helpers::*;
 use crate::pg::Postgres;
 
@@ -121,10 +121,7 @@ async fn each_format_s_real_reader_takes_hostile_passwords_from_its_sink() {
         &secrets(&passwords[0]),
         "",
         "",
-        &format!(
-            "[rotation]\ndescribe_interval = \"1h\"\nrefresh_min_interval = \"0s\"\n{}",
-            sinks.concat()
-        ),
+        &format!("{REFRESH_AT_ONCE}{}", sinks.concat()),
         "[databases.orders]\nsecret_id = \"orders\"\n[databases.maria]\nsecret_id = \"maria\"\n",
     )
     .await;
@@ -208,7 +205,7 @@ async fn a_reader_looping_on_a_sink_during_100_rewrites_never_sees_it_missing_pa
         "",
         "",
         &format!(
-            "[rotation]\ndescribe_interval = \"1h\"\nrefresh_min_interval = \"0s\"\n{}",
+            "{REFRESH_AT_ONCE}{}",
             sink_toml(
                 "orders",
                 "json",

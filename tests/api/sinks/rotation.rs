@@ -2,12 +2,11 @@
 //! sink shows the pending version as soon as a fetch reads it.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{psql_logs_in, sink_count, sink_toml, wait_until};
-use crate::detection::{schedule, watching_broker};
+use super::{eventually, psql_logs_in, rotating_broker, sink_count, sink_toml, wait_until};
 use crate::helpers::*;
 use crate::pg::Postgres;
 use crate::watch::{pg_secret, rotate, seed_orders};
@@ -22,11 +21,7 @@ async fn psql_logs_in_with_a_pgpass_sink_before_and_after_a_rotation() {
     let hook = dir.path().join("hook.sh");
     std::fs::write(&hook, format!("#!/bin/sh\nenv > {}\n", hook_env.display())).unwrap();
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
-    // A rotation window open: the broker checks the secret's version every second.
-    upstream
-        .proxy
-        .set_fault(schedule(SystemTime::now() - Duration::from_secs(30), "2h"));
-    let mut options = watching_broker(&upstream, "orders", "orders", "1s");
+    let mut options = rotating_broker(&upstream);
     options.extra_toml.push_str(&sink_toml(
         "orders",
         "pgpass",
@@ -119,10 +114,7 @@ async fn a_json_sink_shows_a_pending_version_once_read_and_a_pgpass_sink_waits_f
     seed_orders(&upstream, &pg, "pending-old").await;
     let dir = tempfile::tempdir().unwrap();
     let (json_path, pgpass) = (dir.path().join("orders.json"), dir.path().join("pgpass"));
-    upstream
-        .proxy
-        .set_fault(schedule(SystemTime::now() - Duration::from_secs(30), "2h"));
-    let mut options = watching_broker(&upstream, "orders", "orders", "1s");
+    let mut options = rotating_broker(&upstream);
     options
         .extra_toml
         .push_str(&sink_toml("orders", "json", &json_path, ""));
@@ -189,14 +181,12 @@ async fn a_json_sink_shows_a_pending_version_once_read_and_a_pgpass_sink_waits_f
     )
     .await;
     assert_eq!(read_json()["password"], new.as_str());
-    let start = Instant::now();
-    while writes(&pgpass).await < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "pgpass is rewritten for the promotion"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "pgpass is rewritten for the promotion",
+        || async { writes(&pgpass).await >= 2 },
+    )
+    .await;
     psql_logs_in(&pg, "", &[("PGPASSFILE", &pgpass)]).expect("psql logs in with the new pgpass");
     assert_eq!(
         writes(&json_path).await,
