@@ -13,9 +13,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::audit::AuditSink;
-use crate::broker::{Broker, BrokerSettings};
+use crate::broker::{Broker, BrokerSettings, StoreSettings};
 use crate::clients::Clients;
-use crate::config::{AuthConfig, Config, Limits, SecretRef};
+use crate::config::{AgentCompatConfig, AuthConfig, Config, Limits, SecretRef, ServerConfig};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::server::{self, BoundSocket, Listener, serve};
@@ -32,9 +32,7 @@ pub struct App {
     clients: Option<Arc<Clients>>,
     audit: Option<Arc<AuditSink>>,
     sinks: Vec<Arc<Sink>>,
-    api: Option<TcpListener>,
-    unix: Option<BoundSocket>,
-    admin: TcpListener,
+    listeners: Listeners,
     api_service: http::Front,
     admin_router: Router,
     limits: Limits,
@@ -54,6 +52,7 @@ impl App {
             .values()
             .any(|db| matches!(db.secret, SecretRef::Rds(_)));
         let sources = source::build(&config.source, uses_rds).await;
+        let agent = agent_store(&config);
         let broker = Arc::new(Broker::new(
             config.databases,
             &config.cache,
@@ -62,6 +61,7 @@ impl App {
                 metrics: metrics.clone(),
                 upstream: config.upstream,
                 rotation: config.rotation,
+                agent,
             },
         ));
         let clients = match config.auth {
@@ -93,6 +93,12 @@ impl App {
             .map(server::bind_unix)
             .transpose()?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
+        let agent = match &config.aws_agent {
+            Some(agent) => {
+                Some(AgentListener::bind(agent, &broker, &metrics, &config.server).await?)
+            }
+            None => None,
+        };
         sink::create_dirs(&config.sinks).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot create a sink's directory: {e}"))
         })?;
@@ -120,9 +126,12 @@ impl App {
             clients,
             audit,
             sinks,
-            api,
-            unix,
-            admin,
+            listeners: Listeners {
+                api,
+                unix,
+                admin,
+                agent,
+            },
             limits: config.server.limits,
             grace: config.server.shutdown_grace,
         })
@@ -130,14 +139,26 @@ impl App {
 
     /// The address the credentials API is bound to on TCP, if it listens on TCP.
     pub fn api_addr(&self) -> Option<SocketAddr> {
-        self.api
+        self.listeners
+            .api
             .as_ref()
             .map(|api| api.local_addr().expect("a bound listener has an address"))
     }
 
+    /// The address the AWS agent's API is bound to, when it is served.
+    pub fn agent_addr(&self) -> Option<SocketAddr> {
+        self.listeners.agent.as_ref().map(|agent| {
+            agent
+                .listener
+                .local_addr()
+                .expect("a bound listener has an address")
+        })
+    }
+
     /// The address the admin listener is bound to.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
+        self.listeners
+            .admin
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -150,40 +171,21 @@ impl App {
     pub async fn run(self, mut control: mpsc::Receiver<Control>) -> std::io::Result<()> {
         info!(
             api = %self.api_addr().map_or_else(|| "off".to_owned(), |a| a.to_string()),
-            unix = %self.unix.as_ref().map_or_else(|| "off".to_owned(), |u| u.path.display().to_string()),
+            unix = %self.listeners.unix.as_ref().map_or_else(|| "off".to_owned(), |u| u.path.display().to_string()),
             admin = %self.admin_addr(),
+            aws_agent = %self.agent_addr().map_or_else(|| "off".to_owned(), |a| a.to_string()),
             "listening"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut servers = tokio::task::JoinSet::new();
-        let metrics = &self.metrics;
-        if let Some(api) = self.api {
-            servers.spawn(serve(
-                api,
-                self.api_service.clone(),
-                Listener::new("api", self.limits, metrics),
-                stop_rx.clone(),
-            ));
-        }
-        if let Some(unix) = self.unix {
-            let router = self.api_service.clone();
-            let listener = Listener::new("unix", self.limits, metrics);
-            let stop = stop_rx.clone();
-            servers.spawn(async move {
-                serve(&unix.listener, router, listener, stop).await;
-                drop(unix);
-            });
-        }
-        let admin_limits = Limits {
-            max_connections: ADMIN_MAX_CONNECTIONS,
-            ..self.limits
-        };
-        servers.spawn(serve(
-            self.admin,
-            TowerToHyperService::new(self.admin_router),
-            Listener::new("admin", admin_limits, metrics),
-            stop_rx,
-        ));
+        self.listeners.spawn(
+            &mut servers,
+            &self.api_service,
+            self.admin_router,
+            self.limits,
+            &self.metrics,
+            &stop_rx,
+        );
         let mut background = tokio::spawn(Arc::clone(&self.broker).run_background());
         let mut files = tokio::task::JoinSet::new();
         for sink in &self.sinks {
@@ -248,6 +250,112 @@ impl App {
             audit.flush();
         }
         Ok(())
+    }
+}
+
+/// The AWS agent API's cache settings, when that API is served: its TTL and size, the stale
+/// allowance of `[cache]` unless stale serving is off, the refresh interval of `[rotation]`.
+fn agent_store(config: &Config) -> Option<StoreSettings> {
+    config.aws_agent.as_ref().map(|agent| StoreSettings {
+        ttl: agent.ttl,
+        max_stale: if agent.serve_stale {
+            config.cache.max_stale
+        } else {
+            Duration::ZERO
+        },
+        capacity: agent.cache_size,
+        refresh_min_interval: config.rotation.refresh_min_interval,
+    })
+}
+
+/// The bound listeners, each served until the stop signal.
+#[derive(Debug)]
+struct Listeners {
+    api: Option<TcpListener>,
+    unix: Option<BoundSocket>,
+    admin: TcpListener,
+    agent: Option<AgentListener>,
+}
+
+/// The AWS agent's API: its listener, router and connection cap.
+#[derive(Debug)]
+struct AgentListener {
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+}
+
+impl AgentListener {
+    async fn bind(
+        config: &AgentCompatConfig,
+        broker: &Arc<Broker>,
+        metrics: &Metrics,
+        server: &ServerConfig,
+    ) -> std::io::Result<Self> {
+        info!(token_from = %config.token_variable, "serving the AWS Secrets Manager Agent's API");
+        Ok(Self {
+            listener: TcpListener::bind(config.listen).await?,
+            router: http::agent_router(
+                Arc::clone(broker),
+                config,
+                metrics.clone(),
+                server.limits.request_timeout,
+            ),
+            max_connections: config.max_connections,
+        })
+    }
+}
+
+impl Listeners {
+    /// Serves every listener in `servers`: the credentials API on TCP and the Unix socket,
+    /// the AWS agent's API, and the admin listener.
+    fn spawn(
+        self,
+        servers: &mut tokio::task::JoinSet<()>,
+        api_service: &http::Front,
+        admin_router: Router,
+        limits: Limits,
+        metrics: &Metrics,
+        stop: &watch::Receiver<bool>,
+    ) {
+        if let Some(api) = self.api {
+            servers.spawn(serve(
+                api,
+                api_service.clone(),
+                Listener::new("api", limits, metrics),
+                stop.clone(),
+            ));
+        }
+        if let Some(unix) = self.unix {
+            let (router, stop) = (api_service.clone(), stop.clone());
+            let listener = Listener::new("unix", limits, metrics);
+            servers.spawn(async move {
+                serve(&unix.listener, router, listener, stop).await;
+                drop(unix);
+            });
+        }
+        if let Some(agent) = self.agent {
+            let limits = Limits {
+                max_connections: agent.max_connections,
+                ..limits
+            };
+            servers.spawn(serve(
+                agent.listener,
+                TowerToHyperService::new(agent.router),
+                Listener::new("aws_agent", limits, metrics),
+                stop.clone(),
+            ));
+        }
+        let admin_limits = Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            ..limits
+        };
+        servers.spawn(serve(
+            self.admin,
+            TowerToHyperService::new(admin_router),
+            Listener::new("admin", admin_limits, metrics),
+            stop.clone(),
+        ));
     }
 }
 

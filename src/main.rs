@@ -21,6 +21,10 @@ struct Cli {
     /// Path of the TOML configuration file.
     #[arg(long, env = "CREDENTIAL_BROKER_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Path of an AWS Secrets Manager Agent TOML configuration file: serve the agent's API in
+    /// its place (every secret the IAM role may read), printing its start-up line on stdout.
+    #[arg(long, global = true, conflicts_with = "config")]
+    agent_config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,13 +84,18 @@ async fn run() -> ExitCode {
     {
         return health(url, *timeout).await;
     }
-    let Some(path) = cli.config else {
-        eprintln!(
-            "credential-broker: no configuration: pass --config PATH or set CREDENTIAL_BROKER_CONFIG"
-        );
-        return ExitCode::from(EXIT_USAGE);
+    let agent_mode = cli.agent_config.is_some();
+    let loaded = match (&cli.agent_config, &cli.config) {
+        (Some(path), _) => Config::load_agent_file(path),
+        (None, Some(path)) => Config::load(path),
+        (None, None) => {
+            eprintln!(
+                "credential-broker: no configuration: pass --config PATH (or --agent-config PATH) or set CREDENTIAL_BROKER_CONFIG"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
-    let config = match Config::load(&path) {
+    let config = match loaded {
         Ok(config) => config,
         Err(err) => {
             eprintln!("credential-broker: {err}");
@@ -119,6 +128,14 @@ async fn run() -> ExitCode {
     };
     let result = match app {
         Ok(app) => {
+            if agent_mode && let Some(addr) = app.agent_addr() {
+                // The agent's start-up line, which scripts wait for.
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "credential-broker/{} listening on http://{addr}",
+                    env!("CARGO_PKG_VERSION")
+                );
+            }
             let (control, commands) = mpsc::channel(4);
             tokio::spawn(signals.forward(control));
             app.run(commands).await

@@ -1,7 +1,7 @@
 //! The broker's own kinds of failure: what went wrong, in words the HTTP layer maps to statuses
 //! without knowing any source's error type. Details never hold secret content.
 
-use crate::credentials::{DbName, MalformedSecret};
+use crate::credentials::{DbName, MalformedSecret, ServiceRefusal};
 use crate::source::SourceError;
 
 /// Why the broker could not return credentials.
@@ -35,7 +35,52 @@ impl From<SourceError> for BrokerError {
             SourceError::NotFound(_) | SourceError::NotManaged(_) => Self::SecretNotFound(detail),
             SourceError::Gone(id) => Self::Deleted(id),
             SourceError::Timeout(_) => Self::Timeout(detail),
-            SourceError::Unavailable(_) | SourceError::Malformed(_) => Self::Unavailable(detail),
+            SourceError::Unavailable(_) | SourceError::Malformed(_) | SourceError::Refused(_) => {
+                Self::Unavailable(detail)
+            }
+        }
+    }
+}
+
+/// Why a secret of the AWS agent's API could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SecretError {
+    /// The store answered "no" for good: no such secret or version, access denied, a bad
+    /// parameter.
+    #[error("{0}")]
+    Refused(ServiceRefusal),
+    /// The store did not answer within its timeouts.
+    #[error("secret source: {0}")]
+    Timeout(String),
+    /// The store could not be reached or failed.
+    #[error("secret source: {0}")]
+    Unavailable(String),
+    /// The store answered with something that is no answer.
+    #[error("secret source: {0}")]
+    Malformed(String),
+}
+
+impl SecretError {
+    /// Whether the store failed to answer (the last value may then be served, stale).
+    pub(crate) fn is_outage(&self) -> bool {
+        !matches!(self, Self::Refused(_))
+    }
+}
+
+impl From<SourceError> for SecretError {
+    fn from(err: SourceError) -> Self {
+        let detail = err.to_string();
+        match err {
+            SourceError::Refused(refusal) => Self::Refused(refusal),
+            SourceError::NotFound(_) | SourceError::Gone(_) | SourceError::NotManaged(_) => {
+                Self::Refused(ServiceRefusal::new(
+                    Some("ResourceNotFoundException"),
+                    Some("Secrets Manager can't find the specified secret."),
+                ))
+            }
+            SourceError::Timeout(_) => Self::Timeout(detail),
+            SourceError::Unavailable(_) => Self::Unavailable(detail),
+            SourceError::Malformed(_) => Self::Malformed(detail),
         }
     }
 }

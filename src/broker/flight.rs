@@ -8,21 +8,29 @@ use super::error::BrokerError;
 use crate::config::UpstreamConfig;
 use crate::credentials::Credentials;
 
-/// The outcome of the last upstream attempt for a database, and the failures since a success.
-#[derive(Debug, Default)]
-pub(super) struct Flight {
-    pub(super) last: Option<(Instant, Result<Arc<Credentials>, BrokerError>)>,
+/// The outcome of the last upstream attempt for a database (or, for the agent's API, a secret
+/// version), and the failures since a success.
+#[derive(Debug)]
+pub(super) struct Flight<T = Credentials, E = BrokerError> {
+    pub(super) last: Option<(Instant, Result<Arc<T>, E>)>,
     pub(super) failures: u32,
     pub(super) retry_at: Option<Instant>,
 }
 
-impl Flight {
+impl<T, E> Default for Flight<T, E> {
+    fn default() -> Self {
+        Self {
+            last: None,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+}
+
+impl<T, E: Clone> Flight<T, E> {
     /// The result of an attempt that finished after `arrived`: a caller that queued behind it
     /// takes it rather than calling again.
-    pub(super) fn finished_since(
-        &self,
-        arrived: Instant,
-    ) -> Option<Result<Arc<Credentials>, BrokerError>> {
+    pub(super) fn finished_since(&self, arrived: Instant) -> Option<Result<Arc<T>, E>> {
         match &self.last {
             Some((finished, result)) if *finished >= arrived => Some(result.clone()),
             _ => None,
@@ -30,7 +38,7 @@ impl Flight {
     }
 
     /// The last error while the backoff delay after it has not passed.
-    pub(super) fn backing_off(&self, now: Instant) -> Option<BrokerError> {
+    pub(super) fn backing_off(&self, now: Instant) -> Option<E> {
         match (self.retry_at, &self.last) {
             (Some(retry_at), Some((_, Err(last)))) if now < retry_at => Some(last.clone()),
             _ => None,

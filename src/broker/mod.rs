@@ -3,7 +3,8 @@
 //! more than one in progress; failures back off with growing, jittered delays; entries are
 //! refreshed in the background before their TTL ends; and while the source fails the last good
 //! credentials are served, marked stale, for at most `max_stale`. RDS databases are resolved to
-//! their master user secret and endpoint, cached apart with a longer TTL. Nothing here knows
+//! their master user secret and endpoint, cached apart with a longer TTL. Secrets by id, for
+//! the AWS agent's API, have a cache of their own with the same behaviour. Nothing here knows
 //! about HTTP.
 
 mod error;
@@ -11,13 +12,17 @@ mod fetch;
 mod flight;
 mod refresher;
 mod schedule;
+mod secret_cache;
 mod serve;
 mod state;
+mod stored;
 mod topology;
 mod upstream;
 mod watch;
 
-pub use error::BrokerError;
+pub use error::{BrokerError, SecretError};
+pub(crate) use secret_cache::StoreSettings;
+pub use secret_cache::{SecretKey, ServedSecret};
 pub(crate) use serve::BrokerSettings;
 pub use serve::{Broker, Readiness, Served};
 pub use state::VersionInfo;

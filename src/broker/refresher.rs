@@ -33,8 +33,12 @@ impl Broker {
             let (broker, name) = (Arc::clone(&self), name.clone());
             tasks.spawn(async move { broker.keep_fresh(&name).await });
         }
-        if self.warm {
+        if self.warm && !tasks.is_empty() {
             info!(databases = self.dbs.len(), "warming up");
+        }
+        if tasks.is_empty() {
+            // No database to keep fresh (the AWS agent's API alone): nothing to do, ever.
+            std::future::pending::<()>().await;
         }
         while tasks.join_next().await.is_some() {}
     }

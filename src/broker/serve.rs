@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use super::error::BrokerError;
 use super::flight::random_between;
 use super::schedule::WATCH_AFTER_REFRESH;
+use super::secret_cache::{SecretStore, StoreSettings};
 use super::state::DbState;
 use super::upstream::Upstream;
 use crate::cache::CredentialCache;
@@ -64,7 +65,9 @@ pub struct Broker {
     pub(super) upstream: Upstream,
     ttl: Duration,
     max_stale: Duration,
-    backoff: UpstreamConfig,
+    pub(super) backoff: UpstreamConfig,
+    /// The AWS agent API's cache, when that API is served.
+    pub(super) secrets: Option<SecretStore>,
     pub(super) rotation: RotationConfig,
     pub(super) warm: bool,
     pub(super) background: Semaphore,
@@ -86,6 +89,8 @@ pub(crate) struct BrokerSettings {
     pub(crate) metrics: Metrics,
     pub(crate) upstream: UpstreamConfig,
     pub(crate) rotation: RotationConfig,
+    /// The AWS agent API's cache, when that API is served.
+    pub(crate) agent: Option<StoreSettings>,
 }
 
 impl Broker {
@@ -120,6 +125,7 @@ impl Broker {
             ttl: cache.ttl,
             max_stale: cache.max_stale,
             backoff: settings.upstream,
+            secrets: settings.agent.map(SecretStore::new),
             rotation: settings.rotation,
             warm: cache.warm,
             background: Semaphore::new(BACKGROUND_CONCURRENCY),

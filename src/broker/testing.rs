@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::secret_cache::StoreSettings;
 use super::serve::{Broker, BrokerSettings};
 use crate::config::{CacheConfig, DatabaseConfig, RotationConfig, UpstreamConfig};
 use crate::credentials::DbName;
@@ -23,6 +24,8 @@ pub(crate) struct TestBroker {
     pub(crate) delay: Duration,
     pub(crate) rds: Option<Box<dyn RdsApi>>,
     pub(crate) metrics: Metrics,
+    /// The AWS agent API's cache, when the test serves that API.
+    pub(crate) agent: Option<StoreSettings>,
 }
 
 impl Default for TestBroker {
@@ -35,6 +38,7 @@ impl Default for TestBroker {
             delay: Duration::ZERO,
             rds: None,
             metrics: Metrics::new(),
+            agent: None,
         }
     }
 }
@@ -64,6 +68,7 @@ impl TestBroker {
                 metrics: self.metrics,
                 upstream: self.upstream,
                 rotation: self.rotation,
+                agent: self.agent,
             },
         );
         (Arc::new(broker), controls)

@@ -169,7 +169,8 @@ pub(super) fn validate_auth(
             scope,
         });
     }
-    if clients.is_empty() {
+    // No database, no client: the broker serves only the AWS agent's API (its own token).
+    if clients.is_empty() && !databases.is_empty() {
         return Err(invalid(
             "auth",
             "set token_file or token_env, or declare [clients.NAME] (or disabled = true to run without a token)",
@@ -252,7 +253,8 @@ fn token_config(
                     format!("environment variable {var} is not set or not UTF-8"),
                 )
             })?;
-            let text = check_token(text).map_err(|why| invalid(format!("{key}.token_env"), why))?;
+            let text = check_token(text, MIN_TOKEN_LEN)
+                .map_err(|why| invalid(format!("{key}.token_env"), why))?;
             (TokenSource::Env(var), text)
         }
     };
@@ -265,20 +267,32 @@ fn token_config(
 /// Reads and checks a token file (a regular file of at most 64 KiB): the trimmed content, at
 /// least 16 characters.
 pub fn read_token_file(path: &Path) -> Result<SecretString, String> {
+    read_token_file_of(path, MIN_TOKEN_LEN)
+}
+
+/// Reads and checks a token file whose token has at least `min_len` characters.
+pub(super) fn read_token_file_of(path: &Path, min_len: usize) -> Result<SecretString, String> {
     let bytes = zeroize::Zeroizing::new(
         crate::files::read_regular(path, crate::files::MAX_TOKEN_FILE_BYTES)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
     );
     let text =
         std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
-    check_token(text.to_owned())
+    check_token(text.to_owned(), min_len)
 }
 
-fn check_token(text: String) -> Result<SecretString, String> {
+/// The shortest token of a client of the credentials API.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// Trims a token and checks it: at least `min_len` characters, all visible ASCII.
+pub(super) fn check_token(text: String, min_len: usize) -> Result<SecretString, String> {
     let token = zeroize::Zeroizing::new(text);
     let trimmed = token.trim();
-    if trimmed.len() < 16 {
-        return Err("the token must be at least 16 characters".to_owned());
+    if trimmed.len() < min_len.max(1) {
+        return Err(format!(
+            "the token must be at least {} characters",
+            min_len.max(1)
+        ));
     }
     // A header value carries visible ASCII only: any other token could never be presented.
     if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {

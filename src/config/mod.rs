@@ -9,10 +9,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+mod agent_file;
 mod audit;
 mod auth;
 mod cache;
 mod check;
+mod compat;
 mod databases;
 mod env;
 mod log;
@@ -33,6 +35,8 @@ pub use cache::CacheConfig;
 use cache::RawCache;
 pub use check::ConfigError;
 use check::invalid;
+use compat::RawCompat;
+pub use compat::{AgentCompatConfig, SecretPatterns};
 use databases::RawDatabase;
 pub use databases::{DatabaseConfig, RdsTarget, SecretRef};
 pub use env::ENV_PREFIX;
@@ -63,6 +67,8 @@ pub struct Config {
     pub databases: BTreeMap<DbName, DatabaseConfig>,
     /// The credential files kept current.
     pub sinks: Vec<SinkConfig>,
+    /// The AWS Secrets Manager Agent's API, when it is served.
+    pub aws_agent: Option<AgentCompatConfig>,
     /// `CREDENTIAL_BROKER_` variables of the environment that are no configuration key (not
     /// configuration: Kubernetes service links, a token named by `token_env`, …), by name.
     pub ignored_env: Vec<String>,
@@ -71,16 +77,7 @@ pub struct Config {
 impl Config {
     /// Reads `path`, overlays the environment, and validates the result.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        if !path.is_file() {
-            return Err(invalid(
-                path.display().to_string(),
-                "configuration file not found",
-            ));
-        }
-        let env = Env::prefixed(ENV_PREFIX)
-            .filter(|key| env::is_config_key(key.as_str()))
-            .split("__");
-        let mut config = Self::from_figment(&Figment::from(Toml::file_exact(path)).merge(env))?;
+        let mut config = Self::from_figment(&toml_file(path)?.merge(env_overlay()))?;
         sinks::check_files(&config.sinks)?;
         let token_vars: BTreeSet<&str> = config.auth.token_variables().collect();
         config.ignored_env =
@@ -97,28 +94,49 @@ impl Config {
     }
 
     fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
-        let raw: RawConfig = figment.extract().map_err(|e| {
-            let key = if e.path.is_empty() {
-                e.metadata.as_ref().map_or_else(
-                    || "configuration".to_owned(),
-                    |m| {
-                        m.source
-                            .as_ref()
-                            .map_or_else(|| m.name.to_string(), ToString::to_string)
-                    },
-                )
-            } else {
-                e.path.join(".")
-            };
-            // One line: multi-line parser messages are folded.
-            let message = e.kind.to_string();
-            invalid(
-                key,
-                message.split_whitespace().collect::<Vec<_>>().join(" "),
-            )
-        })?;
+        let raw: RawConfig = figment.extract().map_err(|e| extraction_error(&e))?;
         raw.validate()
     }
+}
+
+/// The TOML file at `path`, which must exist.
+fn toml_file(path: &Path) -> Result<Figment, ConfigError> {
+    if !path.is_file() {
+        return Err(invalid(
+            path.display().to_string(),
+            "configuration file not found",
+        ));
+    }
+    Ok(Figment::from(Toml::file_exact(path)))
+}
+
+/// The `CREDENTIAL_BROKER_<SECTION>__<KEY>` variables of the environment, as configuration.
+fn env_overlay() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| env::is_config_key(key.as_str()))
+        .split("__")
+}
+
+/// A value that does not fit its key, as one line naming the key.
+fn extraction_error(e: &figment::Error) -> ConfigError {
+    let key = if e.path.is_empty() {
+        e.metadata.as_ref().map_or_else(
+            || "configuration".to_owned(),
+            |m| {
+                m.source
+                    .as_ref()
+                    .map_or_else(|| m.name.to_string(), ToString::to_string)
+            },
+        )
+    } else {
+        e.path.join(".")
+    };
+    // One line: multi-line parser messages are folded.
+    let message = e.kind.to_string();
+    invalid(
+        key,
+        message.split_whitespace().collect::<Vec<_>>().join(" "),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,20 +166,29 @@ struct RawConfig {
     databases: BTreeMap<String, RawDatabase>,
     #[serde(default)]
     sinks: Vec<RawSink>,
+    #[serde(default)]
+    compat: RawCompat,
 }
 
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
-        let server = self.server.validate(!self.sinks.is_empty())?;
+        let server = self
+            .server
+            .validate(!self.sinks.is_empty() || self.compat.aws_agent.is_some())?;
         let cache = self.cache.validate()?;
         let upstream = self.upstream.validate()?;
         let rotation = self.rotation.validate()?;
         let source = self.source.validate(self.aws, &server.limits)?;
         let log = self.log.validate()?;
-        if self.databases.is_empty() {
+        let aws_agent = self
+            .compat
+            .aws_agent
+            .map(compat::RawAgentCompat::validate)
+            .transpose()?;
+        if self.databases.is_empty() && aws_agent.is_none() {
             return Err(invalid(
                 "databases",
-                "at least one database must be configured",
+                "at least one database must be configured (or compat.aws_agent)",
             ));
         }
         let mut databases = BTreeMap::new();
@@ -200,6 +227,7 @@ impl RawConfig {
             log,
             databases,
             sinks,
+            aws_agent,
             ignored_env: Vec::new(),
         })
     }

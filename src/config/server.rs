@@ -134,8 +134,9 @@ fn default_socket_mode() -> String {
 }
 
 impl RawServer {
-    /// Checks the section; `has_sinks` allows a broker with no credentials API at all.
-    pub(super) fn validate(self, has_sinks: bool) -> Result<ServerConfig, ConfigError> {
+    /// Checks the section; `serves_otherwise` (sinks, the AWS agent's API) allows a broker with
+    /// no credentials API at all.
+    pub(super) fn validate(self, serves_otherwise: bool) -> Result<ServerConfig, ConfigError> {
         let listen = match self.listen.trim() {
             "off" => None,
             text => Some(text.parse::<SocketAddr>().map_err(|_| {
@@ -157,11 +158,11 @@ impl RawServer {
             ));
         }
         let unix_socket = self.unix_socket.map(RawUnixSocket::validate).transpose()?;
-        // With neither, the broker only keeps its sinks' files current.
-        if listen.is_none() && unix_socket.is_none() && !has_sinks {
+        // With neither, the broker only keeps its sinks' files current (or serves the agent's API).
+        if listen.is_none() && unix_socket.is_none() && !serves_otherwise {
             return Err(invalid(
                 "server.listen",
-                "\"off\" needs server.unix_socket or [[sinks]], or the broker would serve nothing",
+                "\"off\" needs server.unix_socket, [[sinks]] or [compat.aws_agent], or the broker would serve nothing",
             ));
         }
         number_in("server.max_connections", self.max_connections, 1, 65_536)?;

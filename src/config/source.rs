@@ -24,6 +24,8 @@ pub enum SourceConfig {
 #[derive(Debug, Clone)]
 pub struct AwsConfig {
     pub region: Option<String>,
+    /// A shared credentials file read instead of `~/.aws/credentials`.
+    pub credentials_file: Option<PathBuf>,
     pub endpoint_url: Option<String>,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
@@ -58,6 +60,7 @@ enum SourceKind {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAws {
     region: Option<String>,
+    credentials_file: Option<PathBuf>,
     endpoint_url: Option<String>,
     #[serde(with = "humantime_serde")]
     connect_timeout: Duration,
@@ -72,6 +75,7 @@ impl Default for RawAws {
     fn default() -> Self {
         Self {
             region: None,
+            credentials_file: None,
             endpoint_url: None,
             connect_timeout: Duration::from_secs(2),
             attempt_timeout: Duration::from_secs(3),
@@ -139,8 +143,14 @@ impl RawAws {
             duration_in(key, value, 10 * MS, 5 * MINUTE)?;
         }
         number_in("aws.max_attempts", self.max_attempts, 1, 10)?;
+        if let Some(path) = &self.credentials_file
+            && !path.is_file()
+        {
+            return Err(invalid("aws.credentials_file", "no such file"));
+        }
         Ok(AwsConfig {
             region: self.region,
+            credentials_file: self.credentials_file,
             endpoint_url: self.endpoint_url,
             connect_timeout: self.connect_timeout,
             attempt_timeout: self.attempt_timeout,

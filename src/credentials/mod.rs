@@ -1,6 +1,7 @@
 //! The ground floor, which uses nothing else of the crate: database names, endpoints, the
 //! credentials model (the password a secret type), parsing of secret JSON, and the output
-//! formats, each body rendered once per fetched version and shared by every request.
+//! formats, each body rendered once per fetched version and shared by every request; and secrets
+//! as their store keeps them, for the AWS agent's API.
 
 mod endpoint;
 mod format;
@@ -8,6 +9,7 @@ mod model;
 mod names;
 mod render;
 mod secret;
+mod stored;
 
 pub use endpoint::Endpoint;
 pub use format::{Format, RenderError};
@@ -15,6 +17,10 @@ pub use model::{Credentials, Pending, SECRET_STATUSES};
 pub use names::{DbName, MAX_DB_NAME_LEN};
 pub use render::Rendered;
 pub use secret::{MalformedSecret, SecretPayload, SecretVersion};
+pub use stored::{
+    AWSCURRENT, MAX_SECRET_ID_LEN, MAX_STAGE_LEN, ServiceRefusal, StoredSecret, StoredVersion,
+    VersionSelector,
+};
 
 #[cfg(test)]
 mod tests;

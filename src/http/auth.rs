@@ -24,13 +24,18 @@ pub struct PeerUid(pub u32);
 /// `Via`): a request carrying one came through a proxy, and is refused.
 const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-real-ip", "via"];
 
+/// Whether a request carries a header a proxy adds.
+pub(super) fn is_proxied(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        PROXY_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-forwarded-")
+    })
+}
+
 /// Rejects oversized, proxied or ambiguous requests, then identifies the caller or answers 401.
 pub(crate) fn admit(state: &ApiState, request: &Request) -> Result<Arc<Client>, ApiError> {
     let headers = request.headers();
     check_limits(&state.limits, headers)?;
-    if headers.keys().any(|name| {
-        PROXY_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-forwarded-")
-    }) {
+    if is_proxied(headers) {
         return Err(ApiError::ForwardedRequest);
     }
     // Two credentials are no credential: never "the first one wins".

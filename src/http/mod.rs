@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::sink::Sink;
 
 mod admin;
+mod agent;
 mod audit;
 mod auth;
 mod credentials;
@@ -28,6 +29,7 @@ mod route;
 mod state;
 mod watch;
 
+pub use agent::agent_router;
 pub use auth::PeerUid;
 pub use error::ApiError;
 pub use front::Front;

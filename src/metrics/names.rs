@@ -36,6 +36,7 @@ pub const WAITERS: &str = "credential_broker_waiters";
 pub const ROTATION_DETECTION_SECONDS: &str = "credential_broker_rotation_detection_seconds";
 pub const SINK_WRITES_TOTAL: &str = "credential_broker_sink_writes_total";
 pub const SINK_COMMANDS_TOTAL: &str = "credential_broker_sink_commands_total";
+pub const AGENT_CACHE_LOOKUPS_TOTAL: &str = "credential_broker_agent_cache_lookups_total";
 pub const MALFORMED_SECRET_TOTAL: &str = "credential_broker_malformed_secret_total";
 /// The route template of credential reads, the API's most frequent request, whose count and
 /// latency are recorded in [`HotRoute`].

@@ -10,13 +10,14 @@ use prometheus::{
 use super::db_counters::{DbCounters, DbCountersCollector};
 use super::hot_route::{HotRoute, HttpCollector};
 use super::names::{
-    ACCESS_TOTAL, AUDIT_SUPPRESSED_TOTAL, BUILD_INFO, CONNECTIONS_CLOSED_TOTAL, CONNECTIONS_OPEN,
-    CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS, DETECTION_BUCKETS, HTTP_REQUEST_DURATION_SECONDS,
-    HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL, LATENCY_BUCKETS, ROTATION_DETECTION_SECONDS,
-    SECRET_LAST_ROTATED_TIMESTAMP_SECONDS, SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS,
-    SECRET_ROTATION_ENABLED, SECRET_STATUS, SINK_COMMANDS_TOTAL, SINK_WRITES_TOTAL,
-    TOKEN_RELOAD_FAILURES_TOTAL, UPSTREAM_BACKOFF_SECONDS, UPSTREAM_CONSECUTIVE_FAILURES,
-    UPSTREAM_REQUEST_DURATION_SECONDS, UPSTREAM_REQUESTS_TOTAL, UPSTREAM_UP, WAITERS,
+    ACCESS_TOTAL, AGENT_CACHE_LOOKUPS_TOTAL, AUDIT_SUPPRESSED_TOTAL, BUILD_INFO,
+    CONNECTIONS_CLOSED_TOTAL, CONNECTIONS_OPEN, CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS,
+    DETECTION_BUCKETS, HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL,
+    LATENCY_BUCKETS, ROTATION_DETECTION_SECONDS, SECRET_LAST_ROTATED_TIMESTAMP_SECONDS,
+    SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS, SECRET_ROTATION_ENABLED, SECRET_STATUS,
+    SINK_COMMANDS_TOTAL, SINK_WRITES_TOTAL, TOKEN_RELOAD_FAILURES_TOTAL, UPSTREAM_BACKOFF_SECONDS,
+    UPSTREAM_CONSECUTIVE_FAILURES, UPSTREAM_REQUEST_DURATION_SECONDS, UPSTREAM_REQUESTS_TOTAL,
+    UPSTREAM_UP, WAITERS,
 };
 use crate::credentials::DbName;
 
@@ -59,6 +60,8 @@ pub struct MetricSet {
     pub(crate) audit_suppressed: IntCounter,
     pub(crate) connections_open: IntGaugeVec,
     pub(crate) connections_closed: IntCounterVec,
+    /// Lookups of the AWS agent's API in its cache, by result (hit, stale, miss, refresh).
+    pub(crate) agent_lookups: IntCounterVec,
 }
 
 /// Registers collectors in one registry; every metric name and help text passes through here.
@@ -191,6 +194,11 @@ impl Metrics {
                     .buckets(DETECTION_BUCKETS.to_vec()),
                 )
                 .expect("valid metric"),
+            ),
+            agent_lookups: b.counters(
+                AGENT_CACHE_LOOKUPS_TOTAL,
+                "Requests of the AWS agent's API by how the cache answered: hit, stale (the source failing), miss (fetched), refresh (refreshNow).",
+                &["result"],
             ),
             access: b.counters(
                 ACCESS_TOTAL,

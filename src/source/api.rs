@@ -8,7 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use super::error::SourceError;
 use crate::config::RdsTarget;
-use crate::credentials::{Endpoint, SecretVersion};
+use crate::credentials::{
+    AWSCURRENT, Endpoint, SecretVersion, ServiceRefusal, StoredSecret, VersionSelector,
+};
+
+/// The staging label of the version a rotation is putting in place.
+pub(crate) const AWSPENDING: &str = "AWSPENDING";
 
 /// A boxed future, so that sources can sit behind `dyn` traits.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -60,6 +65,43 @@ pub(crate) trait Source: Send + Sync + 'static {
         secret_id: &'a str,
         version: Version,
     ) -> BoxFuture<'a, Result<SecretVersion, SourceError>>;
+
+    /// Reads the version of `secret_id` that `selector` names, with what the source knows of
+    /// it, for the AWS agent's API; a definite "no" is [`SourceError::Refused`]. The default
+    /// serves the current and pending versions through [`read`](Self::read), by stage only.
+    fn read_stored<'a>(
+        &'a self,
+        secret_id: &'a str,
+        selector: &'a VersionSelector,
+    ) -> BoxFuture<'a, Result<StoredSecret, SourceError>> {
+        Box::pin(async move {
+            let no_such_version = || {
+                SourceError::Refused(ServiceRefusal::new(
+                    Some("ResourceNotFoundException"),
+                    Some(
+                        "Secrets Manager can't find the specified secret value for the requested version.",
+                    ),
+                ))
+            };
+            let (version, stage) = match (&selector.version_id, selector.version_stage.as_deref()) {
+                (None, None | Some(AWSCURRENT)) => (Version::Current, AWSCURRENT),
+                (None, Some(AWSPENDING)) => (Version::Pending, AWSPENDING),
+                _ => return Err(no_such_version()),
+            };
+            let secret = self.read(secret_id, version).await.map_err(|e| match e {
+                SourceError::NotFound(_) => no_such_version(),
+                other => other,
+            })?;
+            Ok(StoredSecret {
+                arn: secret.arn,
+                name: Some(secret_id.to_owned()),
+                version_id: secret.version_id,
+                payload: secret.payload,
+                stages: vec![stage.to_owned()],
+                created: None,
+            })
+        })
+    }
 
     /// Rotation facts about `secret_id`; `None` (the default) for sources without rotation.
     fn rotation<'a>(

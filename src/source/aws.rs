@@ -4,6 +4,7 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -25,6 +26,14 @@ pub(crate) async fn sdk_config(config: &AwsConfig) -> aws_config::SdkConfig {
         .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
     if let Some(region) = &config.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(path) = &config.credentials_file {
+        loader = loader.profile_files(
+            EnvConfigFiles::builder()
+                .include_default_config_file(true)
+                .with_file(EnvConfigFileKind::Credentials, path)
+                .build(),
+        );
     }
     if let Some(url) = &config.endpoint_url {
         loader = loader.endpoint_url(url);

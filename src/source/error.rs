@@ -1,6 +1,8 @@
 //! Why a source could not answer, and the checks every value from an upstream passes before it
 //! is kept (bounded length, no control characters, version ids of one shape).
 
+use crate::credentials::ServiceRefusal;
+
 /// Why a source could not answer. The detail strings never hold secret content.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
@@ -23,6 +25,10 @@ pub enum SourceError {
     /// version id that is not one); nothing of it is kept.
     #[error("{0}")]
     Malformed(String),
+    /// The source answered, refusing the read for good (no such secret or version, access
+    /// denied, a bad parameter): its code and message, for callers that pass them on.
+    #[error("{0}")]
+    Refused(ServiceRefusal),
 }
 
 impl SourceError {
@@ -33,6 +39,7 @@ impl SourceError {
             Self::Timeout(_) => "timeout",
             Self::Unavailable(_) => "error",
             Self::Malformed(_) => "malformed",
+            Self::Refused(_) => "refused",
         }
     }
 

@@ -1,29 +1,33 @@
 //! AWS Secrets Manager through the AWS SDK (set up in `aws.rs`, with explicit connect, attempt
-//! and operation timeouts): `GetSecretValue` for `AWSCURRENT` or `AWSPENDING`, and
-//! `DescribeSecret` for rotation facts.
+//! and operation timeouts): `GetSecretValue` for `AWSCURRENT` or `AWSPENDING` (or any version,
+//! for the AWS agent's API), and `DescribeSecret` for rotation facts.
 
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
-use aws_sdk_secretsmanager::primitives::DateTime;
+use aws_sdk_secretsmanager::primitives::{Blob, DateTime};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::api::{BoxFuture, Call, RotationFacts, Source, Version};
+use super::api::{AWSPENDING, BoxFuture, Call, RotationFacts, Source, Version};
 use super::aws::sdk_failure;
 use super::error::{MALFORMED_RESPONSE, MAX_ARN, SourceError, bounded, is_version_id};
-use crate::credentials::{SecretPayload, SecretVersion};
+use crate::credentials::{
+    AWSCURRENT, MAX_STAGE_LEN, SecretPayload, SecretVersion, ServiceRefusal, StoredSecret,
+    VersionSelector,
+};
 
 /// The staging label of a version.
 fn stage(version: Version) -> &'static str {
     match version {
-        Version::Current => CURRENT,
-        Version::Pending => PENDING,
+        Version::Current => AWSCURRENT,
+        Version::Pending => AWSPENDING,
     }
 }
 
-const CURRENT: &str = "AWSCURRENT";
-const PENDING: &str = "AWSPENDING";
+/// The most staging labels one version carries (Secrets Manager allows 20).
+const MAX_STAGES: usize = 20;
 
 /// The largest secret value kept: Secrets Manager stores at most 64 KiB.
 const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -62,38 +66,77 @@ impl SecretsManagerSource {
                 ) => SourceError::NotFound(secret_id.to_owned()),
                 _ => sdk_failure(&e),
             })?;
-        let payload = match (output.secret_string, output.secret_binary) {
-            (Some(text), _) if text.len() <= MAX_SECRET_BYTES => SecretPayload::String(text.into()),
-            (None, Some(blob)) if blob.as_ref().len() <= MAX_SECRET_BYTES => {
-                SecretPayload::Binary(blob.into_inner().into())
-            }
-            (None, None) => {
-                return Err(SourceError::Malformed(format!(
-                    "{MALFORMED_RESPONSE}: neither SecretString nor SecretBinary"
-                )));
-            }
-            _ => {
-                return Err(SourceError::Malformed(format!(
-                    "{MALFORMED_RESPONSE}: the secret value is larger than {MAX_SECRET_BYTES} bytes"
-                )));
-            }
-        };
-        let version_id = output
-            .version_id
-            .filter(|id| is_version_id(id))
-            .ok_or_else(|| {
-                SourceError::Malformed(format!(
-                    "{MALFORMED_RESPONSE}: the version id is missing or not one"
-                ))
-            })?;
-        let arn = output
-            .arn
-            .map(|arn| bounded("the ARN", arn, MAX_ARN))
-            .transpose()?;
         Ok(SecretVersion {
-            payload,
-            version_id,
-            arn,
+            payload: payload(output.secret_string, output.secret_binary)?,
+            version_id: version_id(output.version_id)?,
+            arn: arn(output.arn)?,
+        })
+    }
+
+    /// `GetSecretValue` for the version `selector` names (`AWSCURRENT` when it names none),
+    /// with every modelled "no" of the service kept as a refusal with its code and message.
+    async fn read_stored_inner(
+        &self,
+        secret_id: &str,
+        selector: &VersionSelector,
+    ) -> Result<StoredSecret, SourceError> {
+        let stage = match (&selector.version_id, &selector.version_stage) {
+            (None, None) => Some(AWSCURRENT.to_owned()),
+            (_, stage) => stage.clone(),
+        };
+        let output = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .set_version_id(selector.version_id.clone())
+            .set_version_stage(stage)
+            .send()
+            .await
+            .map_err(|e| {
+                let refused = match e.as_service_error() {
+                    Some(
+                        GetSecretValueError::ResourceNotFoundException(_)
+                        | GetSecretValueError::InvalidRequestException(_)
+                        | GetSecretValueError::InvalidParameterException(_)
+                        | GetSecretValueError::DecryptionFailure(_),
+                    ) => true,
+                    Some(GetSecretValueError::InternalServiceError(_)) | None => false,
+                    // Unmodelled: a definite "no" (access denied, an unknown client) unless it is
+                    // throttling, a server error or a success body the SDK could not read.
+                    Some(other) => {
+                        let code = other.code().unwrap_or_default();
+                        !e.raw_response().is_some_and(|r| {
+                            r.status().is_server_error() || r.status().is_success()
+                        }) && !aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&code)
+                            && !aws_runtime::retries::classifiers::TRANSIENT_ERRORS.contains(&code)
+                    }
+                };
+                match e.as_service_error() {
+                    Some(err) if refused => {
+                        SourceError::Refused(ServiceRefusal::new(err.code(), err.message()))
+                    }
+                    _ => sdk_failure(&e),
+                }
+            })?;
+        let stages: Vec<String> = output
+            .version_stages
+            .unwrap_or_default()
+            .into_iter()
+            .take(MAX_STAGES)
+            .map(|stage| bounded("a version stage", stage, MAX_STAGE_LEN))
+            .collect::<Result<_, _>>()?;
+        Ok(StoredSecret {
+            payload: payload(output.secret_string, output.secret_binary)?,
+            version_id: version_id(output.version_id)?,
+            arn: arn(output.arn)?,
+            name: output
+                .name
+                .map(|name| bounded("the name", name, MAX_ARN))
+                .transpose()?,
+            stages,
+            created: output
+                .created_date
+                .and_then(|t| SystemTime::try_from(t).ok()),
         })
     }
 
@@ -130,13 +173,43 @@ impl SecretsManagerSource {
             rotation_enabled: output.rotation_enabled().unwrap_or(false),
             last_rotated: time(output.last_rotated_date()),
             next_rotation: time(output.next_rotation_date()),
-            pending_version: version(PENDING, Some(CURRENT)),
-            current_version: version(CURRENT, None),
+            pending_version: version(AWSPENDING, Some(AWSCURRENT)),
+            current_version: version(AWSCURRENT, None),
             window: rules.and_then(|r| {
                 window_length(r.duration(), r.schedule_expression().unwrap_or_default())
             }),
         })
     }
+}
+
+/// A secret's value as answered: a string or bytes of at most [`MAX_SECRET_BYTES`].
+fn payload(text: Option<String>, blob: Option<Blob>) -> Result<SecretPayload, SourceError> {
+    match (text, blob) {
+        (Some(text), _) if text.len() <= MAX_SECRET_BYTES => Ok(SecretPayload::String(text.into())),
+        (None, Some(blob)) if blob.as_ref().len() <= MAX_SECRET_BYTES => {
+            Ok(SecretPayload::Binary(blob.into_inner().into()))
+        }
+        (None, None) => Err(SourceError::Malformed(format!(
+            "{MALFORMED_RESPONSE}: neither SecretString nor SecretBinary"
+        ))),
+        _ => Err(SourceError::Malformed(format!(
+            "{MALFORMED_RESPONSE}: the secret value is larger than {MAX_SECRET_BYTES} bytes"
+        ))),
+    }
+}
+
+/// An ARN as answered, checked for length and control characters.
+fn arn(arn: Option<String>) -> Result<Option<String>, SourceError> {
+    arn.map(|arn| bounded("the ARN", arn, MAX_ARN)).transpose()
+}
+
+/// A version id as answered, when it is one.
+fn version_id(id: Option<String>) -> Result<String, SourceError> {
+    id.filter(|id| is_version_id(id)).ok_or_else(|| {
+        SourceError::Malformed(format!(
+            "{MALFORMED_RESPONSE}: the version id is missing or not one"
+        ))
+    })
 }
 
 /// The rotation window's length: `Duration` (`"3h"`, 1 to 24 hours), else one hour for a
@@ -168,6 +241,14 @@ impl Source for SecretsManagerSource {
         version: Version,
     ) -> BoxFuture<'a, Result<SecretVersion, SourceError>> {
         Box::pin(self.fetch_inner(secret_id, version))
+    }
+
+    fn read_stored<'a>(
+        &'a self,
+        secret_id: &'a str,
+        selector: &'a VersionSelector,
+    ) -> BoxFuture<'a, Result<StoredSecret, SourceError>> {
+        Box::pin(self.read_stored_inner(secret_id, selector))
     }
 
     fn rotation<'a>(

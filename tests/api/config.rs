@@ -63,6 +63,70 @@ fn invalid_config_exits_64_with_one_line_naming_the_key() {
 }
 
 #[test]
+fn an_invalid_aws_agent_section_exits_64_naming_the_key() {
+    let section = |lines: &str| format!("[compat.aws_agent]\n{lines}\n");
+    let cases = [
+        (
+            section("listen = \"0.0.0.0:2773\""),
+            "compat.aws_agent.listen",
+        ),
+        (
+            section("path_prefix = \"v1/\""),
+            "compat.aws_agent.path_prefix",
+        ),
+        (
+            section("path_prefix = \"/secretsmanager\""),
+            "compat.aws_agent.path_prefix",
+        ),
+        (
+            section("ssrf_headers = []"),
+            "compat.aws_agent.ssrf_headers",
+        ),
+        (
+            section("ssrf_headers = [\"X-Forwarded-For\"]"),
+            "compat.aws_agent.ssrf_headers",
+        ),
+        (
+            section("ssrf_env_variables = [\"NOT_SET_ANYWHERE\"]"),
+            "compat.aws_agent.ssrf_env_variables",
+        ),
+        (section("ttl = \"2h\""), "compat.aws_agent.ttl"),
+        (section("cache_size = 0"), "compat.aws_agent.cache_size"),
+        (section("secrets = [\"\"]"), "compat.aws_agent.secrets"),
+        (section("colour = \"red\""), "compat.aws_agent.colour"),
+    ];
+    for (text, key) in cases {
+        let output = check_config_text(&text, &[("AWS_TOKEN", "agent-token")]);
+        assert_eq!(output.status.code(), Some(64), "{key}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(key), "{key} not named: {stderr}");
+    }
+    // No token variable set: no start.
+    let output = check_config_text(&section(""), &[]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("ssrf_env_variables")
+    );
+    // An empty token file named by `file://` is no token either.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, "\n").unwrap();
+    let output = check_config_text(
+        &section(""),
+        &[("AWS_TOKEN", &format!("file://{}", empty.display()))],
+    );
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("AWS_TOKEN")
+    );
+}
+
+#[test]
 fn serving_with_an_invalid_config_also_exits_64() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("broker.toml");
@@ -120,6 +184,12 @@ fn shipped_example_configs_are_valid_and_print_no_token() {
         )],
     );
     let local = check_config(&repo_root().join("config/local.toml"), &[]);
+    // aws-agent.toml reads the AWS agent's token from AWS_TOKEN, as the agent does.
+    let agent = check_config(
+        &repo_root().join("config/aws-agent.toml"),
+        &[("AWS_TOKEN", "agent-token-0123456789")],
+    );
+
     // shared.toml names two clients' token files of a deployment.
     let reporting = dir.path().join("reporting");
     std::fs::write(&reporting, "reporting-token-0123456789").unwrap();
@@ -141,6 +211,7 @@ fn shipped_example_configs_are_valid_and_print_no_token() {
         ("rds.toml", rds, "deployment-token-0123456789"),
         ("shared.toml", shared, "reporting-token-0123456789"),
         ("local.toml", local, "local-dev-token-not-a-secret"),
+        ("aws-agent.toml", agent, "agent-token-0123456789"),
     ] {
         let stdout = String::from_utf8(output.stdout).unwrap();
         assert_eq!(

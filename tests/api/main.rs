@@ -5,6 +5,7 @@
 #![allow(clippy::too_many_lines, clippy::cast_precision_loss)]
 
 mod admin;
+mod agent;
 mod auth;
 mod config;
 mod credentials;

@@ -163,6 +163,10 @@ fn every_documented_path_is_routed() {
         "/healthz",
         "/readyz",
         "/metrics",
+        // The AWS agent's API, on its own listener (tests/api/agent.rs).
+        "/secretsmanager/get",
+        "/v1/{secretId}",
+        "/ping",
     ]
     .into();
     assert_eq!(paths, expected);

@@ -33,6 +33,8 @@ pub struct BrokerOptions {
     /// Extra `key = value` lines for the `[auth]` table.
     pub auth_toml: String,
     pub extra_toml: String,
+    /// Environment variables of the broker process besides the test defaults.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl BrokerOptions {
@@ -48,6 +50,7 @@ impl BrokerOptions {
             server_toml: String::new(),
             auth_toml: String::new(),
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -86,6 +89,8 @@ impl BrokerOptions {
 pub struct TestBroker {
     pub api: SocketAddr,
     pub admin: SocketAddr,
+    /// The AWS agent's API, when it is configured.
+    pub agent: Option<SocketAddr>,
     pub http: reqwest::Client,
     child: Child,
     log_path: PathBuf,
@@ -150,7 +155,8 @@ level = "trace"
         let config_path = dir.path().join("broker.toml");
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("broker.log");
-        let command = broker_command(&config_path, &log_path);
+        let mut command = broker_command(&config_path, &log_path);
+        command.envs(options.env);
         Self::from_command(command, log_path, dir).await
     }
 
@@ -164,6 +170,7 @@ level = "trace"
         let mut broker = Self {
             api: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -180,6 +187,7 @@ level = "trace"
             broker.api = api;
         }
         broker.admin = listening["admin"].as_str().unwrap().parse().unwrap();
+        broker.agent = listening["aws_agent"].as_str().and_then(|a| a.parse().ok());
         broker
     }
 
