@@ -206,6 +206,8 @@ level = "info"
             "AWS_ACCESS_KEY_ID": "bench",
             "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_EC2_METADATA_DISABLED": "true",
+            # The AWS agent's API, where `extra` configures it, takes the same token.
+            "AWS_TOKEN": TOKEN,
             # glibc allocator settings (MALLOC_ARENA_MAX, ...) pass through, for experiments.
             **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         }
@@ -219,6 +221,7 @@ level = "info"
         listening = self._wait_log("listening")
         self.api = listening["api"]
         self.admin = listening["admin"]
+        self.agent = listening.get("aws_agent")
 
     def _wait_log(self, message, limit=30.0):
         deadline = time.monotonic() + limit
@@ -285,11 +288,11 @@ def rss_split(pid):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url, connections, seconds, script=None):
-    """Runs wrk; returns (requests/s, p50 ms, p99 ms, errors)."""
+def wrk(url, connections, seconds, script=None, header=f"Authorization: Bearer {TOKEN}"):
+    """Runs wrk with `header`; returns (requests/s, p50 ms, p99 ms, errors)."""
     threads = 1 if connections == 1 else 2
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-               "-H", f"Authorization: Bearer {TOKEN}", url]
+               "-H", header, url]
     if script:
         command[1:1] = ["-s", str(script)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -379,6 +382,32 @@ def cache_hit_rows(rows, args, broker, baseline, baseline_port, fmt, query, conn
                  f"p99 {b99 - s99:+.3f} ms vs baseline (target <= +0.5)"))
 
 
+def agent_rows(rows, args, broker, connections):
+    """Appends the requests/s row of cache hits on the AWS agent's API against the broker's own
+    API, same secret, same process, alternating slices as above."""
+    agent_header = f"X-Aws-Parameters-Secrets-Token: {TOKEN}"
+    runs = {"agent": (f"http://{broker.agent}/secretsmanager/get?secretId=bench/db0000", agent_header),
+            "native": (f"http://{broker.api}/credentials/db0000", f"Authorization: Bearer {TOKEN}")}
+    served = {who: 0.0 for who in runs}
+    ratios = []
+    for url, header in runs.values():
+        wrk(url, connections, 1, header=header)  # warm-up (the agent's first read is a miss)
+    for index in range(args.slices):
+        order = ["agent", "native"] if index % 2 == 0 else ["native", "agent"]
+        rps = {}
+        for who in order:
+            url, header = runs[who]
+            rps[who], _, _ = wrk(url, connections, args.seconds, header=header)
+            served[who] += rps[who] * args.seconds
+        ratios.append(rps["agent"] / rps["native"])
+    elapsed = args.slices * args.seconds
+    a_rps, n_rps = served["agent"] / elapsed, served["native"] / elapsed
+    rows.append((f"AWS agent API GET /secretsmanager/get, {connections} conn: requests/s",
+                 f"{a_rps:,.0f} (native /credentials: {n_rps:,.0f})", "",
+                 f"{a_rps / n_rps:.2f} x the native endpoint (slices: {min(ratios):.2f}-"
+                 f"{max(ratios):.2f}) (target >= 0.95)"))
+
+
 class HeldPolls:
     """`count` long polls held open against `broker` from a thread of their own, each on its own
     connection and asked again when answered; ready once the broker's waiters gauge shows them."""
@@ -462,6 +491,9 @@ def main():
     parser.add_argument("--waiters", type=int, default=1000,
                         help="long polls held open in the rows that measure cache hits beside them")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--agent-only", action="store_true",
+                        help="only the AWS agent API rows, printed and not written (for work on "
+                        "that path)")
     parser.add_argument("--smoke", action="store_true",
                         help="1 s runs, 20 dbs, 20 long polls, 10 s steady: checks the harness, "
                         "not the numbers")
@@ -484,8 +516,17 @@ def main():
         # Start-up, 10 dbs warm, then the cache-hit runs against the same broker. Its ttl and
         # DescribeSecret interval are longer than the runs: a background refresh would make moto
         # (Python, on the same two cores) take CPU from whichever server is being measured.
-        broker = Broker(workdir, proxy.port, 10, ttl="1h", describe_interval="1h")
+        broker = Broker(workdir, proxy.port, 10, ttl="1h", describe_interval="1h",
+                        extra='[compat.aws_agent]\nlisten = "127.0.0.1:0"\nttl = "1h"\n'
+                              'secrets = ["bench/*"]\n')
         processes.append(broker)
+        if args.agent_only:
+            for connections in (16, 64):
+                agent_rows(rows, args, broker, connections)
+            for row in rows:
+                print(" | ".join(row))
+            finished = True
+            return 0
         ready = broker.ready_seconds()
         rows.append(("start-up to /readyz 200 (10 dbs warmed)", f"{ready * 1000:.0f} ms", "",
                      f"moto GetSecretValue median {moto_ms:.1f} ms"))
@@ -515,6 +556,8 @@ def main():
                                connections)
         hit_calls = proxy.count("GetSecretValue") - calls_before
         rows.append(("upstream calls during all cache-hit runs", str(hit_calls), "", "expected 0"))
+        for connections in (16, 64):
+            agent_rows(rows, args, broker, connections)
         rows.append(("RSS after the cache-hit runs, 10 dbs", f"{broker.rss_mib():.1f} MiB", "",
                      broker.rss_split()))
         # The same with long polls held open (?wait=5m, If-None-Match: the served version):

@@ -94,9 +94,10 @@ impl App {
             .transpose()?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
         let agent = match &config.aws_agent {
-            Some(agent) => {
-                Some(AgentListener::bind(agent, &broker, &metrics, &config.server).await?)
-            }
+            Some(agent) => Some(
+                AgentListener::bind(agent, &broker, &metrics, &config.server, audit.clone())
+                    .await?,
+            ),
             None => None,
         };
         sink::create_dirs(&config.sinks).map_err(|e| {
@@ -291,6 +292,7 @@ impl AgentListener {
         broker: &Arc<Broker>,
         metrics: &Metrics,
         server: &ServerConfig,
+        audit: Option<Arc<AuditSink>>,
     ) -> std::io::Result<Self> {
         info!(token_from = %config.token_variable, "serving the AWS Secrets Manager Agent's API");
         Ok(Self {
@@ -300,6 +302,7 @@ impl AgentListener {
                 config,
                 metrics.clone(),
                 server.limits.request_timeout,
+                audit,
             ),
             max_connections: config.max_connections,
         })

@@ -34,6 +34,9 @@ pub struct Event<'a> {
     pub result: &'a str,
     /// The version served or confirmed; empty when none was.
     pub version_id: &'a str,
+    /// The secret a request of the AWS agent's API named (`db` is empty then): bounded and
+    /// free of control characters before it gets here.
+    pub secret_id: Option<&'a str>,
 }
 
 /// Where audit lines go: stderr or a file of their own.
@@ -110,6 +113,10 @@ impl Lines {
         serde_json::to_writer(&mut *out, event.result)?;
         out.extend_from_slice(b",\"version_id\":");
         serde_json::to_writer(&mut *out, event.version_id)?;
+        if let Some(secret_id) = event.secret_id {
+            out.extend_from_slice(b",\"secret_id\":");
+            serde_json::to_writer(&mut *out, secret_id)?;
+        }
         out.extend_from_slice(b"}\n");
         Ok(())
     }
@@ -253,6 +260,7 @@ mod tests {
         action: "read",
         result: "ok",
         version_id: "v-1",
+        secret_id: None,
     };
 
     #[test]
@@ -319,6 +327,7 @@ mod tests {
             action: "refresh",
             result: "not_modified",
             version_id: "v\n\\\u{1}é",
+            secret_id: None,
         };
         let mut lines = Lines::new();
         lines.write_line(UNIX_EPOCH, &event).unwrap();

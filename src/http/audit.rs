@@ -128,6 +128,7 @@ impl Audit {
                 action: action.as_str(),
                 result,
                 version_id: version,
+                secret_id: None,
             });
         }
     }
@@ -165,6 +166,7 @@ impl Audit {
                 action: "suppressed",
                 result: &suppressed.to_string(),
                 version_id: "",
+                secret_id: None,
             });
         }
         true

@@ -321,6 +321,20 @@ async fn refusals_carry_the_agents_statuses_and_texts() {
         calls,
         "no upstream call for it"
     );
+    // Each read of an admitted caller is in the audit trail, by secret id (written out every
+    // 100 ms).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let audited = |secret: &str, result: &str| {
+        broker.log_events().iter().any(|e| {
+            e["target"] == "audit"
+                && e["client"] == "aws_agent"
+                && e["secret_id"] == secret
+                && e["result"] == result
+        })
+    };
+    assert!(audited("private", "forbidden"));
+    assert!(audited("missing-one", "ResourceNotFoundException"));
+    assert!(audited("allowed", "ok"));
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! `GET /ping`, checked in the agent's order (ping; proxied; token; method; route) and answered
 //! with its statuses and bodies, through the broker's cache for secrets by id.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use tracing::debug;
 
 use super::auth::is_proxied;
 use super::observe::finish;
+use crate::audit::{AuditSink, Event};
 use crate::broker::{Broker, SecretError, ServedSecret};
 use crate::config::{AgentCompatConfig, SecretPatterns};
 use crate::metrics::Metrics;
@@ -42,6 +44,7 @@ struct AgentState {
     token: SecretString,
     secrets: SecretPatterns,
     request_timeout: std::time::Duration,
+    audit: Option<Arc<AuditSink>>,
 }
 
 /// The agent's API as a router of one handler (its routing is the agent's, by prefix).
@@ -50,6 +53,7 @@ pub fn agent_router(
     config: &AgentCompatConfig,
     metrics: Metrics,
     request_timeout: std::time::Duration,
+    audit: Option<Arc<AuditSink>>,
 ) -> Router {
     let state = Arc::new(AgentState {
         broker,
@@ -60,6 +64,7 @@ pub fn agent_router(
         token: config.token.clone(),
         secrets: config.secrets.clone(),
         request_timeout,
+        audit,
     });
     Router::new().fallback(handle).with_state(state)
 }
@@ -121,22 +126,54 @@ impl AgentState {
             .is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(expected)))
     }
 
-    /// The secret `read` names, if the configuration allows it, within the request timeout.
+    /// The secret `read` names, if the configuration allows it, within the request timeout;
+    /// recorded in the audit trail.
     async fn serve(&self, read: SecretRead) -> Response {
-        if !self.secrets.allows(&read.key.secret_id) {
+        let (response, result, version_id) = if self.secrets.allows(&read.key.secret_id) {
+            let fetch = self.broker.get_secret(&read.key, read.refresh_now);
+            match tokio::time::timeout(self.request_timeout, fetch).await {
+                Ok(Ok(served)) => (found(&served), Cow::Borrowed("ok"), Some(served)),
+                Ok(Err(err)) => (failed(&err), result_of(&err), None),
+                Err(_) => (
+                    refusal(StatusCode::GATEWAY_TIMEOUT, "TimeoutError", "Timeout"),
+                    Cow::Borrowed("request_timeout"),
+                    None,
+                ),
+            }
+        } else {
             debug!("a secret outside compat.aws_agent.secrets was asked for");
-            return refusal(
+            let response = refusal(
                 StatusCode::FORBIDDEN,
                 "AccessDeniedException",
                 "credential-broker: this secret is not in compat.aws_agent.secrets",
             );
+            (response, Cow::Borrowed("forbidden"), None)
+        };
+        if let Some(audit) = &self.audit {
+            audit.write(&Event {
+                client: AUDIT_CLIENT,
+                db: "",
+                action: if read.refresh_now { "refresh" } else { "read" },
+                result: &result,
+                version_id: version_id
+                    .as_ref()
+                    .map_or("", |served| &served.secret.secret.version_id),
+                secret_id: Some(&read.key.secret_id),
+            });
         }
-        let fetch = self.broker.get_secret(&read.key, read.refresh_now);
-        match tokio::time::timeout(self.request_timeout, fetch).await {
-            Ok(Ok(served)) => found(&served),
-            Ok(Err(err)) => failed(&err),
-            Err(_) => refusal(StatusCode::GATEWAY_TIMEOUT, "TimeoutError", "Timeout"),
-        }
+        response
+    }
+}
+
+/// The client name of the agent API's audit events: its one token names no configured client.
+const AUDIT_CLIENT: &str = "aws_agent";
+
+/// The audit result of a failure: the store's code for a refusal, else the broker's words.
+fn result_of(err: &SecretError) -> Cow<'static, str> {
+    match err {
+        SecretError::Refused(refusal) => Cow::Owned(refusal.code().to_owned()),
+        SecretError::Timeout(_) => Cow::Borrowed("upstream_timeout"),
+        SecretError::Unavailable(_) | SecretError::Malformed(_) => Cow::Borrowed("upstream_error"),
     }
 }
 
