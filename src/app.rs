@@ -93,13 +93,14 @@ impl App {
             .map(server::bind_unix)
             .transpose()?;
         let admin = TcpListener::bind(config.server.admin_listen).await?;
-        let agent = match &config.aws_agent {
-            Some(agent) => Some(
-                AgentListener::bind(agent, &broker, &metrics, &config.server, audit.clone())
-                    .await?,
-            ),
-            None => None,
-        };
+        let agent = AgentListener::bind(
+            config.aws_agent.as_ref(),
+            &config.server,
+            &broker,
+            &metrics,
+            (audit.clone(), clients.clone()),
+        )
+        .await?;
         sink::create_dirs(&config.sinks).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot create a sink's directory: {e}"))
         })?;
@@ -287,25 +288,30 @@ struct AgentListener {
 }
 
 impl AgentListener {
+    /// Binds the agent's API when the configuration serves it.
     async fn bind(
-        config: &AgentCompatConfig,
+        agent: Option<&AgentCompatConfig>,
+        server: &ServerConfig,
         broker: &Arc<Broker>,
         metrics: &Metrics,
-        server: &ServerConfig,
-        audit: Option<Arc<AuditSink>>,
-    ) -> std::io::Result<Self> {
-        info!(token_from = %config.token_variable, "serving the AWS Secrets Manager Agent's API");
-        Ok(Self {
-            listener: TcpListener::bind(config.listen).await?,
+        (audit, clients): (Option<Arc<AuditSink>>, Option<Arc<Clients>>),
+    ) -> std::io::Result<Option<Self>> {
+        let Some(agent) = agent else {
+            return Ok(None);
+        };
+        info!(token_from = %agent.token_variable, "serving the AWS Secrets Manager Agent's API");
+        Ok(Some(Self {
+            listener: TcpListener::bind(agent.listen).await?,
             router: http::agent_router(
                 Arc::clone(broker),
-                config,
+                agent,
                 metrics.clone(),
                 server.limits.request_timeout,
                 audit,
+                clients,
             ),
-            max_connections: config.max_connections,
-        })
+            max_connections: agent.max_connections,
+        }))
     }
 }
 

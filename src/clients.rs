@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tracing::{error, info, warn};
 
-use crate::config::{ClientConfig, Scope, TokenSource, read_token_file};
+use crate::config::{ClientConfig, Scope, SecretPatterns, TokenSource, read_token_file};
 use crate::metrics::Metrics;
 
 /// A recognised caller.
@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 pub struct Client {
     pub name: String,
     pub scope: Scope,
+    /// The secrets it may read through the AWS agent's API.
+    pub aws_agent_secrets: SecretPatterns,
     /// Its position among the configured clients (0 for the anonymous caller).
     pub(crate) index: usize,
     uids: Vec<u32>,
@@ -33,6 +35,7 @@ impl Client {
         Arc::new(Self {
             name: "anonymous".to_owned(),
             scope: Scope::All,
+            aws_agent_secrets: SecretPatterns::default(),
             index: 0,
             uids: Vec::new(),
         })
@@ -110,6 +113,7 @@ impl Clients {
             clients.push(Arc::new(Client {
                 name: config.name,
                 scope: config.scope,
+                aws_agent_secrets: config.aws_agent_secrets,
                 index,
                 uids: config.unix_uids,
             }));
@@ -274,6 +278,7 @@ mod tests {
             token,
             unix_uids: uids.to_vec(),
             scope,
+            aws_agent_secrets: SecretPatterns::default(),
         }
     }
 

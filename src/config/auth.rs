@@ -2,14 +2,16 @@
 //! socket peer uid) and which databases each client may read.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::check::{ConfigError, HOUR, MS, duration_in, invalid};
+use super::compat::{SecretPatterns, check_patterns};
 use super::databases::DatabaseConfig;
+use super::token::{MIN_TOKEN_LEN, check_token, read_token_file};
 use crate::credentials::DbName;
 
 /// How callers of the credentials API prove who they are.
@@ -52,6 +54,9 @@ pub struct ClientConfig {
     /// Unix socket peers with one of these uids are this client without a token.
     pub unix_uids: Vec<u32>,
     pub scope: Scope,
+    /// The secrets it may read through the AWS agent's API with its own token (none when
+    /// empty).
+    pub aws_agent_secrets: SecretPatterns,
 }
 
 /// A client's bearer token: its value at load time and where a new value is read from.
@@ -113,7 +118,10 @@ pub(super) struct RawClient {
     token_env: Option<String>,
     #[serde(default)]
     unix_uids: Vec<u32>,
-    databases: Vec<String>,
+    /// Required unless the client only reads the AWS agent's API.
+    databases: Option<Vec<String>>,
+    #[serde(default)]
+    aws_agent_secrets: Vec<String>,
 }
 
 /// The name the single-token form of `[auth]` gives its client.
@@ -124,6 +132,7 @@ pub(super) fn validate_auth(
     auth: RawAuth,
     raw_clients: BTreeMap<String, RawClient>,
     databases: &BTreeMap<DbName, DatabaseConfig>,
+    serves_agent: bool,
 ) -> Result<AuthConfig, ConfigError> {
     let legacy = token_config(auth.token_file, auth.token_env, "auth")?;
     if auth.disabled {
@@ -143,6 +152,7 @@ pub(super) fn validate_auth(
             token: Some(token),
             unix_uids: Vec::new(),
             scope: Scope::All,
+            aws_agent_secrets: SecretPatterns::default(),
         });
     }
     for (name, raw) in raw_clients {
@@ -161,12 +171,29 @@ pub(super) fn validate_auth(
                 "set token_file, token_env or unix_uids: how is this client recognised?",
             ));
         }
-        let scope = scope(&raw.databases, databases, &format!("{key}.databases"))?;
+        let agent_key = format!("{key}.aws_agent_secrets");
+        if !raw.aws_agent_secrets.is_empty() && !serves_agent {
+            return Err(invalid(agent_key, "needs [compat.aws_agent]"));
+        }
+        let aws_agent_secrets =
+            check_patterns(&raw.aws_agent_secrets).map_err(|why| invalid(&agent_key, why))?;
+        let scope = match raw.databases {
+            Some(names) => scope(&names, databases, &format!("{key}.databases"))?,
+            // A client of the AWS agent's API alone reads no database.
+            None if !raw.aws_agent_secrets.is_empty() => Scope::Only(BTreeSet::new()),
+            None => {
+                return Err(invalid(
+                    format!("{key}.databases"),
+                    "list the databases this client may read, or \"*\"",
+                ));
+            }
+        };
         clients.push(ClientConfig {
             name,
             token,
             unix_uids: raw.unix_uids,
             scope,
+            aws_agent_secrets,
         });
     }
     // No database, no client: the broker serves only the AWS agent's API (its own token).
@@ -262,44 +289,4 @@ fn token_config(
         source,
         value: text,
     }))
-}
-
-/// Reads and checks a token file (a regular file of at most 64 KiB): the trimmed content, at
-/// least 16 characters.
-pub fn read_token_file(path: &Path) -> Result<SecretString, String> {
-    read_token_file_of(path, MIN_TOKEN_LEN)
-}
-
-/// Reads and checks a token file whose token has at least `min_len` characters.
-pub(super) fn read_token_file_of(path: &Path, min_len: usize) -> Result<SecretString, String> {
-    let bytes = zeroize::Zeroizing::new(
-        crate::files::read_regular(path, crate::files::MAX_TOKEN_FILE_BYTES)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-    );
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
-    check_token(text.to_owned(), min_len)
-}
-
-/// The shortest token of a client of the credentials API.
-const MIN_TOKEN_LEN: usize = 16;
-
-/// Trims a token and checks it: at least `min_len` characters, all visible ASCII.
-pub(super) fn check_token(text: String, min_len: usize) -> Result<SecretString, String> {
-    let token = zeroize::Zeroizing::new(text);
-    let trimmed = token.trim();
-    if trimmed.len() < min_len.max(1) {
-        return Err(format!(
-            "the token must be at least {} characters",
-            min_len.max(1)
-        ));
-    }
-    // A header value carries visible ASCII only: any other token could never be presented.
-    if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(
-            "the token must be visible ASCII characters only (no whitespace, control or non-ASCII characters)"
-                .to_owned(),
-        );
-    }
-    Ok(SecretString::from(trimmed))
 }

@@ -10,8 +10,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use wildmatch::WildMatch;
 
-use super::auth::{check_token, read_token_file_of};
 use super::check::{ConfigError, HOUR, invalid, number_in};
+use super::token::{check_token, read_token_file_of};
 use crate::credentials::MAX_SECRET_ID_LEN;
 
 /// The agent's API as the broker serves it.
@@ -225,7 +225,7 @@ pub(super) fn read_token(variables: &[String]) -> Result<(String, SecretString),
 }
 
 /// Secret name and ARN patterns: at most 1,000, each 1 to 2,048 visible ASCII characters.
-fn check_patterns(patterns: &[String]) -> Result<SecretPatterns, String> {
+pub(super) fn check_patterns(patterns: &[String]) -> Result<SecretPatterns, String> {
     if patterns.len() > MAX_PATTERNS {
         return Err(format!("at most {MAX_PATTERNS} patterns"));
     }

@@ -22,14 +22,13 @@ mod rotation;
 mod server;
 mod sinks;
 mod source;
+mod token;
 mod upstream;
 
 use crate::credentials::DbName;
 pub use audit::AuditConfig;
 use audit::RawAudit;
-pub use auth::{
-    AuthConfig, ClientConfig, DEFAULT_CLIENT, Scope, TokenConfig, TokenSource, read_token_file,
-};
+pub use auth::{AuthConfig, ClientConfig, DEFAULT_CLIENT, Scope, TokenConfig, TokenSource};
 use auth::{RawAuth, RawClient, validate_auth};
 pub use cache::CacheConfig;
 use cache::RawCache;
@@ -50,6 +49,7 @@ use sinks::RawSink;
 pub use sinks::{ReloadSignal, SignalReload, SinkConfig};
 pub use source::{AwsConfig, SourceConfig};
 use source::{RawAws, RawSource};
+pub use token::read_token_file;
 use upstream::RawUpstream;
 pub use upstream::UpstreamConfig;
 
@@ -205,7 +205,7 @@ impl RawConfig {
             .map(|(i, sink)| sink.validate(i, &names))
             .collect::<Result<Vec<_>, _>>()?;
         sinks::refuse_shared_paths(&sinks)?;
-        let auth = validate_auth(self.auth, self.clients, &databases)?;
+        let auth = validate_auth(self.auth, self.clients, &databases, aws_agent.is_some())?;
         if let AuthConfig::Clients { clients, .. } = &auth
             && server.unix_socket.is_none()
             && let Some(client) = clients.iter().find(|c| !c.unix_uids.is_empty())

@@ -135,6 +135,7 @@ mod tests {
                             }),
                             unix_uids: Vec::new(),
                             scope: crate::config::Scope::All,
+                            aws_agent_secrets: crate::config::SecretPatterns::default(),
                         },
                         crate::config::ClientConfig {
                             name: "orders-only".into(),
@@ -146,6 +147,7 @@ mod tests {
                             scope: crate::config::Scope::Only(
                                 [DbName::parse("orders").unwrap()].into(),
                             ),
+                            aws_agent_secrets: crate::config::SecretPatterns::default(),
                         },
                     ],
                     Duration::from_secs(5),

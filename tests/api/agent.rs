@@ -338,6 +338,61 @@ async fn refusals_carry_the_agents_statuses_and_texts() {
 }
 
 #[tokio::test]
+async fn a_clients_own_token_reads_only_its_own_aws_agent_secrets() {
+    let upstream = Upstream::start().await;
+    let billing = json!({"username": "app", "password": new_password("agent-billing")});
+    upstream.create_secret("billing/db", &billing).await;
+    upstream
+        .create_secret(
+            "orders/db",
+            &json!({"username": "app", "password": new_password("agent-orders")}),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let billing_token = "billing-client-token-4f1a9c";
+    let token_file = dir.path().join("billing-token");
+    std::fs::write(&token_file, billing_token).unwrap();
+    let broker = BrokerOptions {
+        extra_toml: format!(
+            "[compat.aws_agent]\nlisten = \"127.0.0.1:0\"\n\
+             [clients.billing]\ntoken_file = {:?}\naws_agent_secrets = [\"billing/*\"]\n",
+            token_file.display().to_string()
+        ),
+        env: vec![("AWS_TOKEN", AGENT_TOKEN.to_owned())],
+        ..BrokerOptions::new(upstream.proxy.endpoint())
+    }
+    .spawn()
+    .await;
+    let billing_path = "/secretsmanager/get?secretId=billing/db";
+    let response = agent_get(&broker, billing_path, Some(billing_token)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["SecretString"], billing.to_string());
+
+    let calls = upstream.proxy.count("GetSecretValue");
+    // Its token does not open another secret; the agent's token (no `secrets`) and the broker's
+    // default client (no `aws_agent_secrets`) open none.
+    for (path, token) in [
+        ("/secretsmanager/get?secretId=orders/db", billing_token),
+        (billing_path, AGENT_TOKEN),
+        (billing_path, TOKEN),
+    ] {
+        let response = agent_get(&broker, path, Some(token)).await;
+        assert_eq!(response.status(), 403, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["__type"], "AccessDeniedException");
+    }
+    assert_eq!(upstream.proxy.count("GetSecretValue"), calls);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(broker.log_events().iter().any(|e| {
+        e["target"] == "audit"
+            && e["client"] == "billing"
+            && e["secret_id"] == "billing/db"
+            && e["result"] == "ok"
+    }));
+}
+
+#[tokio::test]
 async fn fifty_cold_requests_make_one_upstream_call_and_an_outage_is_served_stale() {
     let upstream = Upstream::start().await;
     let value = json!({"username": "app", "password": new_password("agent-flight")});

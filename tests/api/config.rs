@@ -102,6 +102,17 @@ fn an_invalid_aws_agent_section_exits_64_naming_the_key() {
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(key), "{key} not named: {stderr}");
     }
+    // A client's agent list needs the agent's API.
+    let output = check_config_text(
+        "[databases.a]\nsecret_id = \"s\"\n[clients.x]\ntoken_env = \"X\"\naws_agent_secrets = [\"*\"]\n",
+        &[("X", "client-token-0123456789")],
+    );
+    assert_eq!(output.status.code(), Some(64));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("clients.x")
+    );
     // No token variable set: no start.
     let output = check_config_text(&section(""), &[]);
     assert_eq!(output.status.code(), Some(64));

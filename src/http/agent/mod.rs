@@ -22,6 +22,7 @@ use super::auth::is_proxied;
 use super::observe::finish;
 use crate::audit::{AuditSink, Event};
 use crate::broker::{Broker, SecretError, ServedSecret};
+use crate::clients::{Client, Clients};
 use crate::config::{AgentCompatConfig, SecretPatterns};
 use crate::metrics::Metrics;
 
@@ -45,6 +46,14 @@ struct AgentState {
     secrets: SecretPatterns,
     request_timeout: std::time::Duration,
     audit: Option<Arc<AuditSink>>,
+    /// The broker's clients, whose own tokens open the API to their `aws_agent_secrets`.
+    clients: Option<Arc<Clients>>,
+}
+
+/// Who called: the holder of the agent's token, or a configured client by its own token.
+enum AgentCaller {
+    Agent,
+    Client(Arc<Client>),
 }
 
 /// The agent's API as a router of one handler (its routing is the agent's, by prefix).
@@ -54,6 +63,7 @@ pub fn agent_router(
     metrics: Metrics,
     request_timeout: std::time::Duration,
     audit: Option<Arc<AuditSink>>,
+    clients: Option<Arc<Clients>>,
 ) -> Router {
     let state = Arc::new(AgentState {
         broker,
@@ -65,6 +75,7 @@ pub fn agent_router(
         secrets: config.secrets.clone(),
         request_timeout,
         audit,
+        clients,
     });
     Router::new().fallback(handle).with_state(state)
 }
@@ -100,9 +111,9 @@ async fn answer<'a>(state: &'a AgentState, request: &Parts) -> (Option<&'a str>,
     if is_proxied(headers) {
         return (route, text(StatusCode::BAD_REQUEST, "Forwarded"));
     }
-    if !state.token_matches(headers) {
+    let Some(caller) = state.caller(headers) else {
         return (route, text(StatusCode::FORBIDDEN, "Bad Token"));
-    }
+    };
     if request.method != Method::GET {
         return (route, not_allowed());
     }
@@ -113,23 +124,36 @@ async fn answer<'a>(state: &'a AgentState, request: &Parts) -> (Option<&'a str>,
         Ok(read) => read,
         Err(bad) => return (Some(route), text(StatusCode::BAD_REQUEST, bad.text())),
     };
-    (Some(route), state.serve(read).await)
+    (Some(route), state.serve(&caller, read).await)
 }
 
 impl AgentState {
-    /// Whether the first value of the first configured header present is the token.
-    fn token_matches(&self, headers: &HeaderMap) -> bool {
-        let expected = self.token.expose_secret().as_bytes();
-        self.ssrf_headers
+    /// Who the first value of the first configured header present names: the agent's token,
+    /// or a configured client's.
+    fn caller(&self, headers: &HeaderMap) -> Option<AgentCaller> {
+        let presented = self
+            .ssrf_headers
             .iter()
-            .find_map(|name| headers.get(name.as_str()))
-            .is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(expected)))
+            .find_map(|name| headers.get(name.as_str()))?;
+        if bool::from(
+            presented
+                .as_bytes()
+                .ct_eq(self.token.expose_secret().as_bytes()),
+        ) {
+            return Some(AgentCaller::Agent);
+        }
+        let client = self.clients.as_ref()?.by_token(presented.to_str().ok()?)?;
+        Some(AgentCaller::Client(client))
     }
 
     /// The secret `read` names, if the configuration allows it, within the request timeout;
     /// recorded in the audit trail.
-    async fn serve(&self, read: SecretRead) -> Response {
-        let (response, result, version_id) = if self.secrets.allows(&read.key.secret_id) {
+    async fn serve(&self, caller: &AgentCaller, read: SecretRead) -> Response {
+        let (secrets, client) = match caller {
+            AgentCaller::Agent => (&self.secrets, AUDIT_CLIENT),
+            AgentCaller::Client(client) => (&client.aws_agent_secrets, client.name.as_str()),
+        };
+        let (response, result, version_id) = if secrets.allows(&read.key.secret_id) {
             let fetch = self.broker.get_secret(&read.key, read.refresh_now);
             match tokio::time::timeout(self.request_timeout, fetch).await {
                 Ok(Ok(served)) => (found(&served), Cow::Borrowed("ok"), Some(served)),
@@ -141,17 +165,17 @@ impl AgentState {
                 ),
             }
         } else {
-            debug!("a secret outside compat.aws_agent.secrets was asked for");
+            debug!(client, "a secret outside the caller's list was asked for");
             let response = refusal(
                 StatusCode::FORBIDDEN,
                 "AccessDeniedException",
-                "credential-broker: this secret is not in compat.aws_agent.secrets",
+                "credential-broker: this secret is not in this caller's list (compat.aws_agent.secrets, or clients.NAME.aws_agent_secrets)",
             );
             (response, Cow::Borrowed("forbidden"), None)
         };
         if let Some(audit) = &self.audit {
             audit.write(&Event {
-                client: AUDIT_CLIENT,
+                client,
                 db: "",
                 action: if read.refresh_now { "refresh" } else { "read" },
                 result: &result,
@@ -165,7 +189,8 @@ impl AgentState {
     }
 }
 
-/// The client name of the agent API's audit events: its one token names no configured client.
+/// The client name of the agent API's audit events for the agent's own token, which names no
+/// configured client.
 const AUDIT_CLIENT: &str = "aws_agent";
 
 /// The audit result of a failure: the store's code for a refusal, else the broker's words.
