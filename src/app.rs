@@ -279,11 +279,11 @@ struct Listeners {
     agent: Option<AgentListener>,
 }
 
-/// The AWS agent's API: its listener, router and connection cap.
+/// The AWS agent's API: its listener, service and connection cap.
 #[derive(Debug)]
 struct AgentListener {
     listener: TcpListener,
-    router: Router,
+    api: http::AgentApi,
     max_connections: usize,
 }
 
@@ -302,13 +302,12 @@ impl AgentListener {
         info!(token_from = %agent.token_variable, "serving the AWS Secrets Manager Agent's API");
         Ok(Some(Self {
             listener: TcpListener::bind(agent.listen).await?,
-            router: http::agent_router(
+            api: http::agent_api(
                 Arc::clone(broker),
                 agent,
                 metrics.clone(),
                 server.limits.request_timeout,
-                audit,
-                clients,
+                (audit, clients),
             ),
             max_connections: agent.max_connections,
         }))
@@ -350,7 +349,7 @@ impl Listeners {
             };
             servers.spawn(serve(
                 agent.listener,
-                TowerToHyperService::new(agent.router),
+                agent.api,
                 Listener::new("aws_agent", limits, metrics),
                 stop.clone(),
             ));

@@ -6,11 +6,13 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
+use prometheus::IntCounter;
 use tokio::sync::Mutex;
 
 use super::error::SecretError;
 use super::flight::Flight;
 use crate::credentials::{StoredVersion, VersionSelector};
+use crate::metrics::Metrics;
 
 /// A secret and version as a caller named them: the cache key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,6 +60,16 @@ pub(crate) struct SecretStore {
     /// One flight per key in use; idle ones are dropped.
     pub(super) flights: Cache<SecretKey, Arc<Mutex<SecretFlight>>, foldhash::fast::RandomState>,
     pub(super) settings: StoreSettings,
+    pub(super) lookups: Lookups,
+}
+
+/// `credential_broker_agent_cache_lookups_total`, its series resolved once.
+#[derive(Debug)]
+pub(super) struct Lookups {
+    pub(super) hit: IntCounter,
+    pub(super) stale: IntCounter,
+    pub(super) miss: IntCounter,
+    pub(super) refresh: IntCounter,
 }
 
 impl std::fmt::Debug for SecretStore {
@@ -69,7 +81,8 @@ impl std::fmt::Debug for SecretStore {
 }
 
 impl SecretStore {
-    pub(crate) fn new(settings: StoreSettings) -> Self {
+    pub(crate) fn new(settings: StoreSettings, metrics: &Metrics) -> Self {
+        let lookup = |result| metrics.agent_lookups.with_label_values(&[result]);
         let hasher = foldhash::fast::RandomState::default;
         Self {
             entries: Cache::builder()
@@ -81,6 +94,12 @@ impl SecretStore {
                 .max_capacity(settings.capacity.saturating_mul(2))
                 .build_with_hasher(hasher()),
             settings,
+            lookups: Lookups {
+                hit: lookup("hit"),
+                stale: lookup("stale"),
+                miss: lookup("miss"),
+                refresh: lookup("refresh"),
+            },
         }
     }
 

@@ -112,6 +112,9 @@ impl Broker {
             .collect();
         counters.sort_by(|a, b| a.0.cmp(&b.0));
         settings.metrics.register_db_counters(counters);
+        let secrets = settings
+            .agent
+            .map(|agent| SecretStore::new(agent, &settings.metrics));
         Self {
             dbs,
             // Entries live past their TTL for `max_stale`, to be served while the source fails.
@@ -125,7 +128,7 @@ impl Broker {
             ttl: cache.ttl,
             max_stale: cache.max_stale,
             backoff: settings.upstream,
-            secrets: settings.agent.map(SecretStore::new),
+            secrets,
             rotation: settings.rotation,
             warm: cache.warm,
             background: Semaphore::new(BACKGROUND_CONCURRENCY),

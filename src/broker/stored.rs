@@ -33,21 +33,13 @@ impl Broker {
     ) -> Result<ServedSecret, SecretError> {
         let store = self.secret_store();
         let arrived = Instant::now();
-        let lookups = &self.upstream.metrics.agent_lookups;
-        if let Some(entry) = store.entries.get(key) {
-            let fresh = arrived.saturating_duration_since(entry.fetched) < store.settings.ttl;
-            if !refresh_now && fresh {
-                if arrived >= entry.refresh_at && !entry.refreshing.swap(true, Ordering::AcqRel) {
-                    let (broker, key) = (Arc::clone(self), key.clone());
-                    tokio::spawn(async move {
-                        let _ = broker.fetch_secret(&key, Instant::now()).await;
-                    });
-                }
-                lookups.with_label_values(&["hit"]).inc();
-                return Ok(entry.served(arrived, false));
+        if !refresh_now {
+            if let Some(served) = self.cached_secret(key) {
+                return Ok(served);
             }
+        } else if let Some(entry) = store.entries.get(key) {
             let allowed_at = entry.fetched + store.settings.refresh_min_interval;
-            if refresh_now && arrived < allowed_at {
+            if arrived < allowed_at {
                 // Never the value the caller may already hold: wait for the interval's end,
                 // and share one fetch with everyone who waited.
                 debug!("refreshNow waits for the minimum interval since the last fetch");
@@ -57,23 +49,50 @@ impl Broker {
         let result = self.fetch_secret(key, arrived).await;
         match result {
             Ok(entry) => {
-                let label = if refresh_now { "refresh" } else { "miss" };
-                lookups.with_label_values(&[label]).inc();
+                let lookups = &store.lookups;
+                if refresh_now {
+                    &lookups.refresh
+                } else {
+                    &lookups.miss
+                }
+                .inc();
                 Ok(entry.served(Instant::now(), false))
             }
             Err(err) if err.is_outage() && !refresh_now => {
                 let now = Instant::now();
                 match store.cached(key, now) {
-                    Some((entry, _)) => {
-                        debug!(error = %err, "the source fails; serving the last value, stale");
-                        lookups.with_label_values(&["stale"]).inc();
-                        Ok(entry.served(now, true))
+                    Some((entry, stale)) => {
+                        debug!(error = %err, stale, "the source fails; serving the last value");
+                        if stale {
+                            store.lookups.stale.inc();
+                        }
+                        Ok(entry.served(now, stale))
                     }
                     None => Err(err),
                 }
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// The value of `key` when the cache has it fresh, for the AWS agent's API, without
+    /// waiting: starts the background refresh of the entry once it is due. `None` when the
+    /// source has to be asked (or the value is past its TTL).
+    pub fn cached_secret(self: &Arc<Self>, key: &SecretKey) -> Option<ServedSecret> {
+        let store = self.secret_store();
+        let now = Instant::now();
+        let entry = store.entries.get(key)?;
+        if now.saturating_duration_since(entry.fetched) >= store.settings.ttl {
+            return None;
+        }
+        if now >= entry.refresh_at && !entry.refreshing.swap(true, Ordering::AcqRel) {
+            let (broker, key) = (Arc::clone(self), key.clone());
+            tokio::spawn(async move {
+                let _ = broker.fetch_secret(&key, Instant::now()).await;
+            });
+        }
+        store.lookups.hit.inc();
+        Some(entry.served(now, false))
     }
 
     /// The one way to call the source for `key`: callers queue on its flight; whoever finds an

@@ -29,7 +29,7 @@ mod route;
 mod state;
 mod watch;
 
-pub use agent::agent_router;
+pub use agent::{AgentApi, agent_api};
 pub use auth::PeerUid;
 pub use error::ApiError;
 pub use front::Front;

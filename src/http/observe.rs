@@ -8,13 +8,26 @@ use axum::response::Response;
 use tracing::debug;
 
 use crate::metrics::CREDENTIALS_ROUTE;
-use crate::metrics::Metrics;
+use crate::metrics::{HotRoute, Metrics};
 
 /// Adds the security headers every response carries, counts and times the request by route
 /// template, and logs one line for it at debug.
 pub(super) fn finish(
     metrics: &Metrics,
     route: Option<&str>,
+    method: &Method,
+    started: Instant,
+    response: Response,
+) -> Response {
+    let hot = (route == Some(CREDENTIALS_ROUTE)).then_some(&*metrics.hot_route);
+    finish_on(metrics, route, hot, method, started, response)
+}
+
+/// [`finish`] for a request of a route whose [`HotRoute`] (`hot`) the caller holds.
+pub(super) fn finish_on(
+    metrics: &Metrics,
+    route: Option<&str>,
+    hot: Option<&HotRoute>,
     method: &Method,
     started: Instant,
     mut response: Response,
@@ -28,9 +41,9 @@ pub(super) fn finish(
     let route = route.unwrap_or("unmatched");
     let elapsed: Duration = started.elapsed();
     let status = response.status();
-    let counted = if route == CREDENTIALS_ROUTE {
+    let counted = if let Some(hot) = hot {
         let ok = status == StatusCode::OK && *method == Method::GET;
-        metrics.hot_route.record(elapsed, ok);
+        hot.record(elapsed, ok);
         ok
     } else {
         metrics

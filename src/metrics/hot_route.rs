@@ -1,8 +1,8 @@
-//! The credentials read route, the API's most frequent request, counted without contention in
-//! per-thread shards and exported within the HTTP families.
+//! The most frequent routes (the credentials read, the AWS agent API's reads), counted without
+//! contention in per-thread shards and exported within the HTTP families.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
@@ -99,13 +99,31 @@ pub(crate) fn shard_index() -> usize {
     INDEX.with(|index| *index)
 }
 
+/// A hot route other than [`CREDENTIALS_ROUTE`], with its template.
+pub(super) type NamedHotRoute = (String, Arc<HotRoute>);
+
 /// `http_requests_total` and `http_request_duration_seconds`: the prometheus vectors, with the
-/// [`HotRoute`] series added at scrape time.
+/// [`HotRoute`] series added at scrape time: [`CREDENTIALS_ROUTE`]'s, and those of the other
+/// frequent routes registered since (the AWS agent API's).
 #[derive(Debug, Clone)]
 pub(super) struct HttpCollector {
     pub(super) requests: IntCounterVec,
     pub(super) duration: HistogramVec,
     pub(super) hot: Arc<HotRoute>,
+    pub(super) more: Arc<Mutex<Vec<NamedHotRoute>>>,
+}
+
+impl HttpCollector {
+    /// The hot route of `template`, registered on first use.
+    pub(super) fn hot_route(&self, template: &str) -> Arc<HotRoute> {
+        let mut more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, hot)) = more.iter().find(|(route, _)| route == template) {
+            return Arc::clone(hot);
+        }
+        let hot = Arc::new(HotRoute::default());
+        more.push((template.to_owned(), Arc::clone(&hot)));
+        hot
+    }
 }
 
 impl Collector for HttpCollector {
@@ -118,24 +136,30 @@ impl Collector for HttpCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut requests = self.requests.collect();
         let mut duration = self.duration.collect();
-        let (ok, histogram) = self.hot.totals();
-        if ok > 0 {
-            let mut counter = proto::Counter::default();
-            #[allow(clippy::cast_precision_loss)] // exact below 2^53 requests
-            counter.set_value(ok as f64);
-            let mut metric = proto::Metric::from_label(vec![
-                label("method", "GET"),
-                label("route", CREDENTIALS_ROUTE),
-                label("status", "200"),
-            ]);
-            metric.set_counter(counter);
-            requests[0].mut_metric().push(metric);
+        let more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
+        let hot = std::iter::once((CREDENTIALS_ROUTE, &self.hot))
+            .chain(more.iter().map(|(route, hot)| (route.as_str(), hot)));
+        for (route, hot) in hot {
+            let (ok, histogram) = hot.totals();
+            if ok > 0 {
+                let mut counter = proto::Counter::default();
+                #[allow(clippy::cast_precision_loss)] // exact below 2^53 requests
+                counter.set_value(ok as f64);
+                let mut metric = proto::Metric::from_label(vec![
+                    label("method", "GET"),
+                    label("route", route),
+                    label("status", "200"),
+                ]);
+                metric.set_counter(counter);
+                requests[0].mut_metric().push(metric);
+            }
+            if histogram.get_sample_count() > 0 {
+                let mut metric = proto::Metric::from_label(vec![label("route", route)]);
+                metric.set_histogram(histogram);
+                duration[0].mut_metric().push(metric);
+            }
         }
-        if histogram.get_sample_count() > 0 {
-            let mut metric = proto::Metric::from_label(vec![label("route", CREDENTIALS_ROUTE)]);
-            metric.set_histogram(histogram);
-            duration[0].mut_metric().push(metric);
-        }
+        drop(more);
         requests.extend(duration);
         requests
     }

@@ -9,7 +9,7 @@ mod names;
 mod registry;
 
 pub(crate) use database::DbMetrics;
-pub(crate) use hot_route::{SHARDS, shard_index};
+pub(crate) use hot_route::{HotRoute, SHARDS, shard_index};
 pub use names::*;
 pub use registry::{MetricSet, Metrics};
 

@@ -40,6 +40,8 @@ pub struct MetricSet {
     pub(crate) http_duration: HistogramVec,
     /// Requests to [`CREDENTIALS_ROUTE`], exported within the two families above.
     pub(crate) hot_route: Arc<HotRoute>,
+    /// The HTTP families, for registering more hot routes.
+    http: HttpCollector,
     pub(crate) http_in_flight: IntGauge,
     pub(crate) waiters: IntGauge,
     pub(crate) upstream_requests: IntCounterVec,
@@ -97,6 +99,13 @@ impl Builder {
 }
 
 impl Metrics {
+    /// The [`HotRoute`] of another frequent route than [`CREDENTIALS_ROUTE`] (an AWS agent API
+    /// route), registered on first use: its `200` answers to `GET` and its latencies are then
+    /// recorded without a label lookup.
+    pub(crate) fn hot_route_for(&self, template: &str) -> Arc<HotRoute> {
+        self.http.hot_route(template)
+    }
+
     #[allow(clippy::too_many_lines)] // one registration per metric, in one list
     pub fn new() -> Self {
         let b = Builder(Registry::new());
@@ -123,11 +132,13 @@ impl Metrics {
                 &["route"],
             ),
             hot: Arc::default(),
+            more: Arc::default(),
         });
         Self(Arc::new(MetricSet {
-            http_requests: http.requests,
-            http_duration: http.duration,
-            hot_route: http.hot,
+            http_requests: http.requests.clone(),
+            http_duration: http.duration.clone(),
+            hot_route: Arc::clone(&http.hot),
+            http: http.clone(),
             http_in_flight: b.int_gauge(
                 HTTP_REQUESTS_IN_FLIGHT,
                 "HTTP requests being answered right now, on both listeners.",
