@@ -10,15 +10,17 @@ use super::error::BrokerError;
 use super::state::DbState;
 use super::upstream::Upstream;
 use crate::config::SecretRef;
-use crate::credentials::{Credentials, MalformedSecret};
+use crate::credentials::{Credentials, MalformedSecret, SecretVersion};
 use crate::source::{Call, SourceError, Topology, Version};
 
 impl Upstream {
-    /// Fetches `state`'s database from the source; records the version, readiness and metrics.
+    /// Fetches `state`'s database from the source (its current version already read when
+    /// `prefetched`, by a batch); records the version, readiness and metrics.
     pub(super) async fn fetch(
         &self,
         state: &DbState,
         with_pending: bool,
+        prefetched: Option<SecretVersion>,
     ) -> Result<Arc<Credentials>, BrokerError> {
         let name = &state.name;
         let mut topology = self.topology(state, false).await?;
@@ -29,9 +31,13 @@ impl Upstream {
             (SecretRef::Rds(_), None) => unreachable!("RDS databases always have a topology"),
         };
         let mut id = secret_id(&topology);
-        let mut result = self
-            .observe(operation, self.source.read(&id, Version::Current))
-            .await;
+        let mut result = match prefetched {
+            Some(secret) => Ok(secret),
+            None => {
+                self.observe(operation, self.source.read(&id, Version::Current))
+                    .await
+            }
+        };
         if matches!(result, Err(SourceError::NotFound(_))) && topology.is_some() {
             // The secret is gone: the instance may have been re-created with a new one.
             topology = self.topology(state, true).await?;

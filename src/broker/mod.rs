@@ -18,6 +18,7 @@ mod state;
 mod stored;
 mod topology;
 mod upstream;
+mod warm;
 mod watch;
 
 pub use error::{BrokerError, SecretError};

@@ -28,13 +28,15 @@ struct Checked {
 impl Broker {
     /// Keeps every database fresh in the background until the returned future is dropped.
     pub async fn run_background(self: Arc<Self>) {
+        if self.warm && !self.dbs.is_empty() {
+            info!(databases = self.dbs.len(), "warming up");
+            // Batches first: the tasks below then find those databases fetched.
+            self.warm_in_batches().await;
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for name in self.dbs.keys() {
             let (broker, name) = (Arc::clone(&self), name.clone());
             tasks.spawn(async move { broker.keep_fresh(&name).await });
-        }
-        if self.warm && !tasks.is_empty() {
-            info!(databases = self.dbs.len(), "warming up");
         }
         if tasks.is_empty() {
             // No database to keep fresh (the AWS agent's API alone): nothing to do, ever.

@@ -17,7 +17,7 @@ use super::state::DbState;
 use super::upstream::Upstream;
 use crate::cache::CredentialCache;
 use crate::config::{CacheConfig, DatabaseConfig, RotationConfig, UpstreamConfig};
-use crate::credentials::{Credentials, DbName};
+use crate::credentials::{Credentials, DbName, SecretVersion};
 use crate::metrics::Metrics;
 use crate::source::Sources;
 
@@ -277,6 +277,20 @@ impl Broker {
         honor_backoff: bool,
         with_pending: bool,
     ) -> Result<Arc<Credentials>, BrokerError> {
+        self.fetch_with(state, arrived, honor_backoff, with_pending, None)
+            .await
+    }
+
+    /// [`fetch_shared`](Self::fetch_shared), with the current version already read when
+    /// `prefetched` (by a batch read at warm-up): the rest of the fetch is the same.
+    pub(super) async fn fetch_with(
+        &self,
+        state: &DbState,
+        arrived: Instant,
+        honor_backoff: bool,
+        with_pending: bool,
+        prefetched: Option<SecretVersion>,
+    ) -> Result<Arc<Credentials>, BrokerError> {
         let name = &state.name;
         let mut flight = state.flight.lock().await;
         if let Some(result) = flight.finished_since(arrived) {
@@ -285,7 +299,7 @@ impl Broker {
         if honor_backoff && let Some(last) = flight.backing_off(Instant::now()) {
             return Err(last);
         }
-        let result = self.upstream.fetch(state, with_pending).await;
+        let result = self.upstream.fetch(state, with_pending, prefetched).await;
         let now = Instant::now();
         // The delay before the background task fetches again, and the backoff it is.
         let (next, backoff) = match &result {

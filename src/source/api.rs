@@ -35,7 +35,17 @@ pub enum Call {
     Read,
     /// [`Source::rotation`].
     Rotation,
+    /// [`Source::read_batch`].
+    ReadBatch,
 }
+
+/// The most secret ids one [`Source::read_batch`] call takes (`BatchGetSecretValue`'s limit).
+pub(crate) const MAX_BATCH: usize = 20;
+
+/// What a batch read returned: the secret ids it has a current version of, with it. The ids
+/// it left out (missing, denied, or an answer that is no answer) are read singly, which sorts
+/// their failures as a single read does.
+pub(crate) type BatchAnswer = Vec<(String, SecretVersion)>;
 
 /// What a source knows of a secret's rotation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,6 +111,15 @@ pub(crate) trait Source: Send + Sync + 'static {
                 created: None,
             })
         })
+    }
+
+    /// Reads the current versions of up to [`MAX_BATCH`] secrets in one call, where the source
+    /// has one (`BatchGetSecretValue`). `None` (the default): no batch call.
+    fn read_batch<'a>(
+        &'a self,
+        _secret_ids: &'a [String],
+    ) -> Option<BoxFuture<'a, Result<BatchAnswer, SourceError>>> {
+        None
     }
 
     /// Rotation facts about `secret_id`; `None` (the default) for sources without rotation.

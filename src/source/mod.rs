@@ -14,7 +14,7 @@ mod secrets_manager;
 #[cfg(test)]
 pub(crate) mod stand_in;
 
-pub(crate) use api::{Call, RdsApi, RotationFacts, Source, Topology, Version};
+pub(crate) use api::{Call, MAX_BATCH, RdsApi, RotationFacts, Source, Topology, Version};
 pub(crate) use error::SourceError;
 
 use crate::config::SourceConfig;

@@ -10,7 +10,9 @@ use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_sdk_secretsmanager::primitives::{Blob, DateTime};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::api::{AWSPENDING, BoxFuture, Call, RotationFacts, Source, Version};
+use super::api::{
+    AWSPENDING, BatchAnswer, BoxFuture, Call, MAX_BATCH, RotationFacts, Source, Version,
+};
 use super::aws::sdk_failure;
 use super::error::{MALFORMED_RESPONSE, MAX_ARN, SourceError, bounded, is_version_id};
 use crate::credentials::{
@@ -140,6 +142,40 @@ impl SecretsManagerSource {
         })
     }
 
+    /// `BatchGetSecretValue` for up to [`MAX_BATCH`] ids: the values it returned, each under
+    /// the id it was asked by (a name, a full ARN or a partial one). Values that fail the checks
+    /// a single read makes are left out, to be read singly.
+    async fn read_batch_inner(&self, secret_ids: &[String]) -> Result<BatchAnswer, SourceError> {
+        let ids = &secret_ids[..secret_ids.len().min(MAX_BATCH)];
+        let output = self
+            .client
+            .batch_get_secret_value()
+            .set_secret_id_list(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| sdk_failure(&e))?;
+        let mut found = Vec::new();
+        for entry in output.secret_values.unwrap_or_default() {
+            let Some(id) = ids
+                .iter()
+                .find(|id| names_entry(id, entry.name.as_deref(), entry.arn.as_deref()))
+            else {
+                continue;
+            };
+            let checked = payload(entry.secret_string, entry.secret_binary).and_then(|payload| {
+                Ok(SecretVersion {
+                    payload,
+                    version_id: version_id(entry.version_id)?,
+                    arn: arn(entry.arn)?,
+                })
+            });
+            if let Ok(secret) = checked {
+                found.push((id.clone(), secret));
+            }
+        }
+        Ok(found)
+    }
+
     async fn describe_inner(&self, secret_id: &str) -> Result<RotationFacts, SourceError> {
         let output = self
             .client
@@ -198,6 +234,20 @@ fn payload(text: Option<String>, blob: Option<Blob>) -> Result<SecretPayload, So
     }
 }
 
+/// Whether a batch answer's secret (its `name` and `arn`) is the one asked for by `id`: its
+/// name, its ARN, or its ARN without the six characters Secrets Manager appends (a partial
+/// ARN).
+fn names_entry(id: &str, name: Option<&str>, arn: Option<&str>) -> bool {
+    name == Some(id)
+        || arn.is_some_and(|arn| {
+            arn == id
+                || arn
+                    .strip_prefix(id)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|suffix| suffix.len() == 6 && id.contains(":secret:"))
+        })
+}
+
 /// An ARN as answered, checked for length and control characters.
 fn arn(arn: Option<String>) -> Result<Option<String>, SourceError> {
     arn.map(|arn| bounded("the ARN", arn, MAX_ARN)).transpose()
@@ -232,7 +282,15 @@ impl Source for SecretsManagerSource {
         match call {
             Call::Read => "GetSecretValue",
             Call::Rotation => "DescribeSecret",
+            Call::ReadBatch => "BatchGetSecretValue",
         }
+    }
+
+    fn read_batch<'a>(
+        &'a self,
+        secret_ids: &'a [String],
+    ) -> Option<BoxFuture<'a, Result<BatchAnswer, SourceError>>> {
+        Some(Box::pin(self.read_batch_inner(secret_ids)))
     }
 
     fn read<'a>(
@@ -262,6 +320,26 @@ impl Source for SecretsManagerSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_answer_is_matched_to_the_name_the_arn_or_the_partial_arn_it_was_asked_by() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
+        let (name, arn) = (Some("prod/db"), Some(arn));
+        assert!(names_entry("prod/db", name, arn));
+        assert!(names_entry(arn.unwrap(), name, arn));
+        assert!(names_entry(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db",
+            name,
+            arn
+        ));
+        assert!(!names_entry("prod", name, arn));
+        assert!(!names_entry("prod/d", name, arn));
+        assert!(!names_entry(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod",
+            name,
+            arn
+        ));
+    }
 
     #[test]
     fn the_window_comes_from_the_duration_or_an_hourly_schedule() {

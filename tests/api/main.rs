@@ -26,4 +26,5 @@ mod schemathesis;
 mod security;
 mod sinks;
 mod upstream;
+mod warmup;
 mod watch;
