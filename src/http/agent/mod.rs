@@ -132,29 +132,15 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AgentApi
         // The body is never read: every route is a GET.
         let (request, _) = request.into_parts();
         let state = &self.0;
-        let (route, hot) = state.route_of(request.uri.path());
         match state.decide(&request) {
-            Decision::Now(response) => Either::Left(ready(Ok(finish_on(
-                &state.metrics,
-                route,
-                hot,
-                &request.method,
-                started,
-                response,
-            )))),
+            Decision::Now(response) => {
+                Either::Left(ready(Ok(state.finish(&request, started, response))))
+            }
             Decision::Wait(caller, read) => {
                 let state = Arc::clone(state);
                 Either::Right(Box::pin(async move {
                     let response = state.wait_for(&caller, &read).await;
-                    let (route, hot) = state.route_of(request.uri.path());
-                    Ok(finish_on(
-                        &state.metrics,
-                        route,
-                        hot,
-                        &request.method,
-                        started,
-                        response,
-                    ))
+                    Ok(state.finish(&request, started, response))
                 }))
             }
         }
@@ -173,6 +159,19 @@ impl AgentState {
         } else {
             (None, None)
         }
+    }
+
+    /// Counts and times the answer by its route (see [`finish_on`]).
+    fn finish(&self, request: &Parts, started: Instant, response: Response) -> Response {
+        let (route, hot) = self.route_of(request.uri.path());
+        finish_on(
+            &self.metrics,
+            route,
+            hot,
+            &request.method,
+            started,
+            response,
+        )
     }
 
     /// The answer, in the agent's order of checks, when it needs no wait.
