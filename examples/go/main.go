@@ -1,7 +1,7 @@
 // Command broker_client connects to PostgreSQL with credentials from credential-broker and
 // survives a password rotation.
 //
-// It fetches GET {BROKER_URL}/credentials/{db}, connects with pgx v5, and when the login is
+// It fetches GET {BROKER_URL}/credentials/{db}, connects with pgx v4, and when the login is
 // rejected (SQLSTATE 28P01 or 28000) calls POST /credentials/{db}/refresh once (If-Match: the
 // version that failed) and connects again. Any other error, or a second rejection, is fatal.
 //
@@ -23,8 +23,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgconn"
+	"github.com/jackc/pgx/v4"
 )
 
 const (

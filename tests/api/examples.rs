@@ -149,6 +149,40 @@ impl Example {
         }
     }
 
+    /// `examples/go/main.go`, built once per test process with Debian's Go and pgx v4 in GOPATH
+    /// mode (no module download).
+    fn go() -> Self {
+        static BINARY: OnceLock<PathBuf> = OnceLock::new();
+        let binary = BINARY.get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("examples-go");
+            std::fs::create_dir_all(&out).unwrap();
+            let binary = out.join("broker_client");
+            let output = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&binary)
+                .arg(repo_root().join("examples/go/main.go"))
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GOCACHE", out.join("cache"))
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run go ({e}): run `bash .ci/setup` (installs golang-go)")
+                });
+            assert!(
+                output.status.success(),
+                "go build failed (pgx v4 from golang-github-jackc-pgx-v4-dev: run `bash .ci/setup`): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            binary
+        });
+        Self {
+            name: "go",
+            program: binary.clone(),
+            args: Vec::new(),
+            token_file: true,
+        }
+    }
+
     /// Starts the example against `stage`'s broker for database `db`.
     fn start(&self, stage: &Stage, db: &str) -> Running {
         self.spawn(&stage.broker, &stage.token_file, db, &[])
@@ -521,10 +555,20 @@ async fn java_example_refreshes_once_and_reconnects_after_a_rotation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_example_refreshes_once_and_reconnects_after_a_rotation() {
+    example_survives_a_rotation(Example::go()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn examples_wait_out_a_503_and_report_other_errors_by_code() {
     // 1 s TTL and 1 s of stale answers: an outage turns into 503 credentials_expired quickly.
     let stage = Stage::start("1s", "1s").await;
-    for example in [Example::python(), Example::node(), Example::java()] {
+    for example in [
+        Example::python(),
+        Example::node(),
+        Example::java(),
+        Example::go(),
+    ] {
         let unknown = example.run(&stage, "no-such-db").await;
         unknown.assert_failed_with("404 unknown_database");
 
