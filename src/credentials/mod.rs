@@ -19,7 +19,7 @@ pub use render::Rendered;
 pub use secret::{MalformedSecret, SecretPayload, SecretVersion};
 pub use stored::{
     AWSCURRENT, MAX_SECRET_ID_LEN, MAX_STAGE_LEN, ServiceRefusal, StoredSecret, StoredVersion,
-    VersionSelector,
+    VersionSelector, is_error_code,
 };
 
 #[cfg(test)]

@@ -59,6 +59,15 @@ pub struct ServiceRefusal {
     message: String,
 }
 
+/// Whether `code` has the shape of a service error code: 1 to 64 letters, digits and `.:#_-`.
+/// Codes come from responses: anything else is not kept, logged or echoed.
+pub fn is_error_code(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".:#_-".contains(&b))
+}
+
 /// Longest refusal message kept; a longer one is cut at a character boundary.
 const MAX_MESSAGE_LEN: usize = 512;
 
@@ -68,14 +77,7 @@ impl ServiceRefusal {
     /// most 512 bytes).
     pub fn new(code: Option<&str>, message: Option<&str>) -> Self {
         let code = match code {
-            Some(code)
-                if (1..=64).contains(&code.len())
-                    && code
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".:#_-".contains(&b)) =>
-            {
-                code.to_owned()
-            }
+            Some(code) if is_error_code(code) => code.to_owned(),
             _ => "UnknownError".to_owned(),
         };
         let mut message: String = message
@@ -175,5 +177,58 @@ impl StoredVersion {
             };
             Bytes::from(serde_json::to_vec(&body).expect("strings always serialize"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_refusal_keeps_only_a_code_shaped_code_and_a_bounded_message_without_control_characters() {
+        let refusal =
+            ServiceRefusal::new(Some("AccessDeniedException"), Some("no\naccess\u{1b}[31m"));
+        assert_eq!(refusal.code(), "AccessDeniedException");
+        assert_eq!(refusal.message(), "noaccess[31m");
+        for bad in ["", "has space", "new\nline", &"x".repeat(65)] {
+            assert_eq!(
+                ServiceRefusal::new(Some(bad), None).code(),
+                "UnknownError",
+                "{bad:?}"
+            );
+        }
+        let long = ServiceRefusal::new(None, Some(&"é".repeat(400)));
+        assert!(long.message().len() <= 512);
+        assert!(long.message().chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn the_agent_body_has_the_fields_in_order_binary_as_base64_and_the_date_as_a_string() {
+        let version = StoredVersion::from(StoredSecret {
+            arn: Some("arn:x".into()),
+            name: Some("n".into()),
+            version_id: "v1".into(),
+            payload: SecretPayload::Binary(vec![0u8, 255, 1].into()),
+            stages: vec![AWSCURRENT.into()],
+            created: Some(UNIX_EPOCH + Duration::from_millis(1_569_534_789_046)),
+        });
+        assert_eq!(
+            std::str::from_utf8(version.agent_json()).unwrap(),
+            r#"{"ARN":"arn:x","Name":"n","VersionId":"v1","SecretBinary":"AP8B","VersionStages":["AWSCURRENT"],"CreatedDate":"1569534789.046"}"#
+        );
+        let whole = StoredVersion::from(StoredSecret {
+            arn: None,
+            name: None,
+            version_id: "v2".into(),
+            payload: SecretPayload::String("{\"a\":1}".to_owned().into()),
+            stages: Vec::new(),
+            created: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        });
+        assert_eq!(
+            std::str::from_utf8(whole.agent_json()).unwrap(),
+            r#"{"ARN":null,"Name":null,"VersionId":"v2","SecretString":"{\"a\":1}","VersionStages":[],"CreatedDate":"1700000000"}"#
+        );
     }
 }

@@ -11,6 +11,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::error::{MALFORMED_RESPONSE, SourceError};
 use crate::config::AwsConfig;
+use crate::credentials::is_error_code;
 
 /// Loads the shared AWS SDK configuration (credentials chain, region, endpoint) with the broker's
 /// timeouts and retry policy applied.
@@ -83,15 +84,7 @@ where
 /// letters, digits and `.:#_-`), else a placeholder. The code comes from the response.
 fn error_code(code: Option<&str>) -> &str {
     match code {
-        Some(code)
-            if !code.is_empty()
-                && code.len() <= 64
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".:#_-".contains(&b)) =>
-        {
-            code
-        }
+        Some(code) if is_error_code(code) => code,
         Some(_) => "an error code that is not one",
         None => "an error without a code",
     }
