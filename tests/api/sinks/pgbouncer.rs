@@ -119,6 +119,11 @@ pub(super) fn postgres_uid() -> u32 {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
+        // runuser does not pass a kill on: PgBouncer itself is ended by its own pid, or it
+        // outlives the test (two were left running after every run of the suite).
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
