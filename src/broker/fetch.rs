@@ -1,5 +1,6 @@
 //! One fetch of a database's credentials: resolve RDS if needed, read the current version (and
-//! the pending one when asked and the current did not change), merge the endpoint, parse.
+//! the pending one when asked and the current did not change), merge the endpoint, parse; or,
+//! for an IAM login, sign a token (`iam.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,7 @@ use tracing::{debug, info, warn};
 use super::error::BrokerError;
 use super::state::DbState;
 use super::upstream::Upstream;
-use crate::config::SecretRef;
+use crate::config::{Login, SecretRef};
 use crate::credentials::{Credentials, MalformedSecret, SecretVersion};
 use crate::source::{Call, SourceError, Topology, Version};
 
@@ -22,15 +23,45 @@ impl Upstream {
         with_pending: bool,
         prefetched: Option<SecretVersion>,
     ) -> Result<Arc<Credentials>, BrokerError> {
+        let credentials = match &state.config.login {
+            Login::Secret(reference) => {
+                self.read_secret(state, reference, with_pending, prefetched)
+                    .await?
+            }
+            Login::Iam(iam) => self.sign(state, iam).await?,
+        };
+        state.note_version(&credentials.version_id);
+        state.metrics.set_last_fetch(credentials.fetched_at);
+        state.ready.store(true, Ordering::Release);
+        debug!(db = %state.name, version_id = %credentials.version_id, "credentials fetched");
+        Ok(Arc::new(credentials))
+    }
+
+    /// Reads the password of `state`'s database from the secret `reference` names.
+    async fn read_secret(
+        &self,
+        state: &DbState,
+        reference: &SecretRef,
+        with_pending: bool,
+        prefetched: Option<SecretVersion>,
+    ) -> Result<Credentials, BrokerError> {
         let name = &state.name;
         let mut topology = self.topology(state, false).await?;
         let operation = self.source.operation(Call::Read);
-        let secret_id = |topology: &Option<Arc<Topology>>| match (&state.config.secret, topology) {
-            (SecretRef::SecretId(id), _) => id.clone(),
-            (SecretRef::Rds(_), Some(t)) => t.secret_arn.clone(),
+        let secret_id = |topology: &Option<Arc<Topology>>| {
+            match (reference, topology) {
+            (SecretRef::SecretId(id), _) => Ok(id.clone()),
+            (SecretRef::Rds(target), Some(t)) => t.secret_arn.clone().ok_or_else(|| {
+                let id = target.id();
+                warn!(db = %name, rds = %id, "the RDS database has no master user secret");
+                BrokerError::from(SourceError::NotManaged(format!(
+                    "{id} has no master user secret in Secrets Manager (ManageMasterUserPassword is off)"
+                )))
+            }),
             (SecretRef::Rds(_), None) => unreachable!("RDS databases always have a topology"),
+        }
         };
-        let mut id = secret_id(&topology);
+        let mut id = secret_id(&topology)?;
         let mut result = match prefetched {
             Some(secret) => Ok(secret),
             None => {
@@ -41,7 +72,7 @@ impl Upstream {
         if matches!(result, Err(SourceError::NotFound(_))) && topology.is_some() {
             // The secret is gone: the instance may have been re-created with a new one.
             topology = self.topology(state, true).await?;
-            let new_id = secret_id(&topology);
+            let new_id = secret_id(&topology)?;
             if new_id != id {
                 info!(db = %name, "the RDS database has a new master user secret");
                 id = new_id;
@@ -84,10 +115,6 @@ impl Upstream {
                 Err(e) => warn!(db = %name, error = %e, "reading the pending version failed"),
             }
         }
-        state.note_version(&credentials.version_id);
-        state.metrics.set_last_fetch(credentials.fetched_at);
-        state.ready.store(true, Ordering::Release);
-        debug!(db = %name, version_id = %credentials.version_id, "credentials fetched");
-        Ok(Arc::new(credentials))
+        Ok(credentials)
     }
 }

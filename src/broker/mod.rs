@@ -3,13 +3,15 @@
 //! more than one in progress; failures back off with growing, jittered delays; entries are
 //! refreshed in the background before their TTL ends; and while the source fails the last good
 //! credentials are served, marked stale, for at most `max_stale`. RDS databases are resolved to
-//! their master user secret and endpoint, cached apart with a longer TTL. Secrets by id, for
+//! their master user secret and endpoint, cached apart with a longer TTL. IAM databases are
+//! served tokens the broker signs, again before they expire. Secrets by id, for
 //! the AWS agent's API, have a cache of their own with the same behaviour. Nothing here knows
 //! about HTTP.
 
 mod error;
 mod fetch;
 mod flight;
+mod iam;
 mod refresher;
 mod schedule;
 mod secret_cache;

@@ -12,7 +12,7 @@ use super::schedule;
 use super::serve::Broker;
 use super::state::DbState;
 use super::upstream::Upstream;
-use crate::config::SecretRef;
+use crate::config::{Login, SecretRef};
 use crate::credentials::DbName;
 use crate::source::{Call, RotationFacts, SourceError};
 
@@ -172,13 +172,15 @@ impl Broker {
 
 impl Upstream {
     /// Reads the rotation facts of `state`'s secret into its rotation metrics; notes a pending
-    /// version for the next fetch. `None` when the source knows no rotation or the RDS database
-    /// is not resolved yet.
+    /// version for the next fetch. `None` when the source knows no rotation, the RDS database
+    /// is not resolved yet or has no secret, or the database logs in with IAM tokens.
     async fn rotation_facts(&self, state: &DbState) -> Option<Result<RotationFacts, SourceError>> {
         let name = &state.name;
-        let id = match &state.config.secret {
-            SecretRef::SecretId(id) => id.clone(),
-            SecretRef::Rds(_) => state.last_topology()?.secret_arn.clone(),
+        let id = match &state.config.login {
+            Login::Secret(SecretRef::SecretId(id)) => id.clone(),
+            Login::Secret(SecretRef::Rds(_)) => state.last_topology()?.secret_arn.clone()?,
+            // A token has no secret, and no rotation: it is signed again before it expires.
+            Login::Iam(_) => return None,
         };
         let call = self.source.rotation(&id)?;
         let facts = match self

@@ -16,7 +16,7 @@ use super::secret_cache::{SecretStore, StoreSettings};
 use super::state::DbState;
 use super::upstream::Upstream;
 use crate::cache::CredentialCache;
-use crate::config::{CacheConfig, DatabaseConfig, RotationConfig, UpstreamConfig};
+use crate::config::{CacheConfig, DatabaseConfig, Login, RotationConfig, UpstreamConfig};
 use crate::credentials::{Credentials, DbName, SecretVersion};
 use crate::metrics::Metrics;
 use crate::source::Sources;
@@ -25,6 +25,12 @@ use crate::source::Sources;
 const BACKGROUND_CONCURRENCY: usize = 8;
 /// Background refresh starts at a random point between these fractions of the TTL.
 const REFRESH_AHEAD: (f64, f64) = (0.80, 0.90);
+/// The share of an IAM token's validity it is served fresh (10 minutes of 15): it is signed
+/// again well before it expires.
+const TOKEN_FRESH: f64 = 2.0 / 3.0;
+/// The share of an IAM token's validity it may be served stale, at most: the rest is left for
+/// the client to log in with it.
+const TOKEN_SERVABLE: f64 = 0.95;
 
 /// Credentials as served, with how old they are.
 #[derive(Debug, Clone)]
@@ -122,6 +128,7 @@ impl Broker {
             upstream: Upstream {
                 source: settings.sources.secrets,
                 rds: settings.sources.rds,
+                iam: settings.sources.iam,
                 metrics: settings.metrics,
                 topology_ttl: cache.topology_ttl,
             },
@@ -173,7 +180,8 @@ impl Broker {
     fn cached_at(&self, state: &DbState, now: Instant) -> Option<Served> {
         let credentials = self.cache.get(&state.name)?;
         let age = now.saturating_duration_since(credentials.fetched);
-        if age < self.ttl && !state.is_rejected() {
+        let (ttl, servable) = self.lifetime(&credentials);
+        if age < ttl && !state.is_rejected() {
             state.metrics.count(|c| &c.hits);
             return Some(Served {
                 credentials,
@@ -181,7 +189,7 @@ impl Broker {
                 age,
             });
         }
-        if age < self.ttl + self.max_stale {
+        if age < servable {
             state.metrics.count(|c| &c.stale_lookups);
             state.note_stale(age);
             return Some(Served {
@@ -191,6 +199,21 @@ impl Broker {
             });
         }
         None
+    }
+
+    /// How long `credentials` are served fresh, and how long in all (stale after the first): the
+    /// TTL and the stale allowance; for an IAM token, within its validity.
+    fn lifetime(&self, credentials: &Credentials) -> (Duration, Duration) {
+        match credentials.valid_for() {
+            None => (self.ttl, self.ttl + self.max_stale),
+            Some(valid) => {
+                let ttl = self.ttl.min(valid.mul_f64(TOKEN_FRESH));
+                (
+                    ttl,
+                    (ttl + self.max_stale).min(valid.mul_f64(TOKEN_SERVABLE)),
+                )
+            }
+        }
     }
 
     /// Fetches `db` from the source now, the call a client makes after its login failed.
@@ -239,9 +262,11 @@ impl Broker {
             if !state.is_ready() {
                 not_ready.push(name);
             }
-            let impaired = state
-                .last_topology()
-                .is_some_and(|t| t.secret_status.as_deref() == Some("impaired"));
+            // An IAM login uses no secret: the master user secret's state is not its own.
+            let impaired = matches!(state.config.login, Login::Secret(_))
+                && state
+                    .last_topology()
+                    .is_some_and(|t| t.secret_status.as_deref() == Some("impaired"));
             if impaired || state.is_rejected() {
                 degraded.push(name);
             }
@@ -313,7 +338,9 @@ impl Broker {
                     info!(db = %name, "the secret source answers again; serving fresh credentials");
                 }
                 (
-                    self.ttl.mul_f64(random_between(REFRESH_AHEAD)),
+                    self.lifetime(credentials)
+                        .0
+                        .mul_f64(random_between(REFRESH_AHEAD)),
                     Duration::ZERO,
                 )
             }

@@ -64,6 +64,7 @@ impl TestBroker {
                 sources: Sources {
                     secrets: Box::new(source),
                     rds: self.rds,
+                    iam: None,
                 },
                 metrics: self.metrics,
                 upstream: self.upstream,

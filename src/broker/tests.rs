@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::testing::TestBroker;
 use super::*;
-use crate::config::{DatabaseConfig, RdsTarget, RotationConfig, SecretRef, UpstreamConfig};
+use crate::config::{DatabaseConfig, Login, RdsTarget, RotationConfig, SecretRef, UpstreamConfig};
 use crate::credentials::{DbName, Endpoint};
 use crate::metrics::Metrics;
 use crate::source::stand_in::{Controls, StandInRds};
@@ -209,7 +209,7 @@ async fn an_impaired_secret_is_served_and_reported_degraded() {
         databases: vec![(
             "orders",
             DatabaseConfig {
-                secret: SecretRef::Rds(RdsTarget::Instance("i".into())),
+                login: Login::Secret(SecretRef::Rds(RdsTarget::Instance("i".into()))),
                 endpoint: Endpoint::default(),
             },
         )],

@@ -9,18 +9,17 @@ use tracing::warn;
 use super::error::BrokerError;
 use super::state::DbState;
 use super::upstream::Upstream;
-use crate::config::SecretRef;
 use crate::source::{SourceError, Topology};
 
 impl Upstream {
-    /// The RDS topology of `state`'s database (`None` when it is named by a secret id): cached
+    /// The RDS topology of `state`'s database (`None` when it is not named by RDS): cached
     /// for `topology_ttl`, or resolved again (always, with `force`).
     pub(super) async fn topology(
         &self,
         state: &DbState,
         force: bool,
     ) -> Result<Option<Arc<Topology>>, BrokerError> {
-        let SecretRef::Rds(target) = &state.config.secret else {
+        let Some(target) = state.config.rds() else {
             return Ok(None);
         };
         if !force

@@ -1,16 +1,18 @@
 //! The broker's way to its sources: the source of secrets, the RDS API when a database is named
-//! by it, and the one wrapper every call goes through, which times it and counts its outcome.
+//! by it, the signer of IAM auth tokens, and the one wrapper every call goes through, which times it and counts its outcome.
 
 use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
-use crate::source::{RdsApi, Source, SourceError};
+use crate::source::{RdsApi, Source, SourceError, TokenSigner};
 
 /// The sources of one broker, with the metrics their calls are counted in.
 pub(super) struct Upstream {
     pub(super) source: Box<dyn Source>,
     /// Present when any database is named by an RDS identifier.
     pub(super) rds: Option<Box<dyn RdsApi>>,
+    /// Present when any database logs in with an IAM auth token.
+    pub(super) iam: Option<Box<dyn TokenSigner>>,
     pub(super) metrics: Metrics,
     /// How long a resolved RDS topology is reused.
     pub(super) topology_ttl: Duration,

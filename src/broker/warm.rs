@@ -9,7 +9,6 @@ use tracing::{debug, warn};
 
 use super::serve::Broker;
 use super::state::DbState;
-use crate::config::SecretRef;
 use crate::source::{Call, MAX_BATCH};
 
 impl Broker {
@@ -20,10 +19,7 @@ impl Broker {
             .dbs
             .values()
             .filter(|state| !state.is_ready())
-            .filter_map(|state| match &state.config.secret {
-                SecretRef::SecretId(id) => Some((state.as_ref(), id.as_str())),
-                SecretRef::Rds(_) => None,
-            })
+            .filter_map(|state| Some((state.as_ref(), state.config.secret_id()?)))
             .collect();
         // One database: a batch is no fewer calls than a single read.
         if due.len() < 2 {

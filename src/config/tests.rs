@@ -305,11 +305,14 @@ fn databases_name_exactly_one_secret_reference() {
     .unwrap();
     let a = &config.databases[&DbName::parse("a").unwrap()];
     assert_eq!(
-        a.secret,
-        SecretRef::Rds(RdsTarget::Instance("database-1".into()))
+        a.login,
+        Login::Secret(SecretRef::Rds(RdsTarget::Instance("database-1".into())))
     );
     let b = &config.databases[&DbName::parse("b").unwrap()];
-    assert_eq!(b.secret, SecretRef::Rds(RdsTarget::Cluster("c".into())));
+    assert_eq!(
+        b.login,
+        Login::Secret(SecretRef::Rds(RdsTarget::Cluster("c".into())))
+    );
     let err = error_of(
         "[auth]\ndisabled = true\n[databases.a]\nsecret_id = \"s\"\nrds_instance = \"i\"\n",
     );
@@ -324,6 +327,63 @@ fn rds_databases_need_secrets_manager() {
         "[auth]\ndisabled = true\n[source]\nkind = \"file\"\npath = \"x.json\"\n[databases.a]\nrds_instance = \"i\"\n",
     );
     assert_eq!(err.key, "databases.a.rds_instance");
+}
+
+#[test]
+fn iam_logins_name_a_user_and_an_endpoint_and_no_secret() {
+    let head = "[auth]\ndisabled = true\n[databases.a]\nauth = \"iam\"\n";
+    let config = Config::from_toml(&format!(
+        "{head}username = \"app_user\"\nrds_cluster = \"c\"\n[databases.b]\nauth = \"iam\"\nusername = \"b.user-2\"\nhost = \"db\"\nport = 5432\n"
+    ))
+    .unwrap();
+    let a = &config.databases[&DbName::parse("a").unwrap()];
+    assert_eq!(
+        a.login,
+        Login::Iam(IamLogin {
+            username: "app_user".into(),
+            rds: Some(RdsTarget::Cluster("c".into())),
+        })
+    );
+    assert_eq!(a.rds(), Some(&RdsTarget::Cluster("c".into())));
+    let b = &config.databases[&DbName::parse("b").unwrap()];
+    assert!(matches!(&b.login, Login::Iam(IamLogin { rds: None, .. })));
+    assert_eq!(b.secret_id(), None);
+    for (rest, key) in [
+        ("rds_instance = \"i\"\n", "databases.a.username"),
+        (
+            "username = \"u\"\nsecret_id = \"s\"\n",
+            "databases.a.secret_id",
+        ),
+        ("username = \"u\"\nhost = \"db\"\n", "databases.a"),
+        ("username = \"u\"\nport = 5432\n", "databases.a"),
+        (
+            "username = \"a&b=c\"\nrds_instance = \"i\"\n",
+            "databases.a.username",
+        ),
+        (
+            "username = \"\"\nrds_instance = \"i\"\n",
+            "databases.a.username",
+        ),
+        ("auth = \"kerberos\"\n", "databases.a.auth"),
+    ] {
+        let err = error_of(&format!("{head}{rest}").replace("auth = \"iam\"\nauth", "auth"));
+        assert_eq!(err.key, key, "{rest}");
+    }
+    let long = "u".repeat(64);
+    let err = error_of(&format!(
+        "{head}username = \"{long}\"\nrds_instance = \"i\"\n"
+    ));
+    assert_eq!(err.key, "databases.a.username");
+    let err =
+        error_of("[auth]\ndisabled = true\n[databases.a]\nsecret_id = \"s\"\nusername = \"u\"\n");
+    assert_eq!(
+        err.key, "databases.a.username",
+        "a password login takes no user"
+    );
+    let err = error_of(
+        "[auth]\ndisabled = true\n[source]\nkind = \"file\"\npath = \"x.json\"\n[databases.a]\nauth = \"iam\"\nusername = \"u\"\nhost = \"db\"\nport = 1\n",
+    );
+    assert_eq!(err.key, "databases.a.auth");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod endpoint;
 mod format;
+mod iam;
 mod model;
 mod names;
 mod render;
@@ -13,6 +14,7 @@ mod stored;
 
 pub use endpoint::Endpoint;
 pub use format::{Format, RenderError};
+pub use iam::{Auth, AuthToken, signing_time};
 pub use model::{Credentials, Pending, SECRET_STATUSES};
 pub use names::{DbName, MAX_DB_NAME_LEN};
 pub use render::Rendered;

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use enum_map::EnumMap;
@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::endpoint::Endpoint;
 use super::format::{Format, RenderError};
+use super::iam::{Auth, AuthToken};
 use super::names::DbName;
 use super::secret::{self, MalformedSecret, SecretVersion};
 
@@ -37,6 +38,10 @@ impl Pending {
 /// Credentials for one database, ready to hand to a client.
 pub struct Credentials {
     pub db: DbName,
+    /// A stored password, or an IAM auth token.
+    pub auth: Auth,
+    /// When the password stops working: an IAM token's expiry; `None` for stored passwords.
+    pub expires_at: Option<SystemTime>,
     pub endpoint: Endpoint,
     pub username: String,
     password: SecretString,
@@ -80,6 +85,7 @@ impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
             .field("db", &self.db)
+            .field("auth", &self.auth)
             .field("endpoint", &self.endpoint)
             .field("username", &self.username)
             .field("password", &"[REDACTED]")
@@ -106,6 +112,8 @@ impl Credentials {
         let (login, endpoint) = secret::login_and_endpoint(&secret.payload)?;
         Ok(Self {
             db,
+            auth: Auth::Password,
+            expires_at: None,
             endpoint: endpoint.or(fallback),
             username: login.username,
             password: login.password,
@@ -118,6 +126,34 @@ impl Credentials {
             version_id: secret.version_id,
             bodies: Bodies::default(),
         })
+    }
+
+    /// Credentials of an IAM auth token for `db` at `endpoint`.
+    pub fn from_token(db: DbName, endpoint: Endpoint, token: AuthToken) -> Self {
+        let version_id = token.version_id();
+        Self {
+            db,
+            auth: Auth::Iam,
+            expires_at: Some(token.expires_at),
+            endpoint,
+            fetched_at: token.signed_at,
+            username: token.username.clone(),
+            password: token.into_secret(),
+            secret_arn: None,
+            secret_status: None,
+            pending: None,
+            fetched: Instant::now(),
+            etag: Bytes::from(format!("\"{version_id}\"")),
+            version_id,
+            bodies: Bodies::default(),
+        }
+    }
+
+    /// How long the password works from the fetch: `None` for a stored password, which works
+    /// until a rotation.
+    pub fn valid_for(&self) -> Option<Duration> {
+        self.expires_at
+            .map(|at| at.duration_since(self.fetched_at).unwrap_or_default())
     }
 
     /// Adds the pending version of a rotation, unless it is the current version itself.

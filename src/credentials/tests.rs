@@ -182,9 +182,13 @@ fn json_body_has_every_documented_field() {
         "secret_arn",
         "fetched_at",
         "stale",
+        "auth",
+        "expires_at",
     ] {
         assert!(keys.contains(&key), "missing {key}");
     }
+    assert_eq!(body["auth"], "password");
+    assert_eq!(body["expires_at"], Value::Null);
     assert_eq!(body["password"], PASSWORD);
     assert_eq!(body["port"], 5433);
     let fetched_at = body["fetched_at"].as_str().unwrap();
@@ -475,4 +479,69 @@ fn file_formats_refuse_what_their_readers_cannot_take() {
         nul.render(Format::Pgbouncer, false).unwrap_err(),
         RenderError::Nul
     );
+}
+
+/// A token of the shape RDS takes, with every character a query string holds.
+const IAM_TOKEN: &str = "db.example:5432/?Action=connect&DBUser=app&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID%2F20261204%2Fus-east-1%2Frds-db%2Faws4_request&X-Amz-Date=20261204T160000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Signature=0f";
+
+fn with_token(engine: &str) -> Credentials {
+    let signed = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_hours(499_000);
+    Credentials::from_token(
+        DbName::parse("orders").unwrap(),
+        Endpoint {
+            engine: Some(engine.into()),
+            ..config()
+        },
+        AuthToken::new(
+            "app".into(),
+            IAM_TOKEN.into(),
+            signed,
+            signed + std::time::Duration::from_mins(15),
+        ),
+    )
+}
+
+#[test]
+fn an_iam_token_is_carried_escaped_with_the_tls_options_each_format_needs() {
+    let c = with_token("postgres");
+    let body: Value = serde_json::from_slice(&c.render(Format::Json, false).unwrap().body).unwrap();
+    assert_eq!(body["auth"], "iam");
+    assert_eq!(body["password"], IAM_TOKEN);
+    assert_eq!(body["expires_at"], "2026-12-04T16:15:00Z");
+    assert_eq!(c.valid_for(), Some(std::time::Duration::from_mins(15)));
+    let uri = text(&c, Format::Uri);
+    assert!(uri.ends_with("/orders?sslmode=require"), "{uri}");
+    assert_eq!(libpq_password(&uri).1, IAM_TOKEN);
+    let keyvalue = text(&c, Format::KeyValue);
+    let config: tokio_postgres::Config = keyvalue.parse().unwrap();
+    assert_eq!(config.get_password(), Some(IAM_TOKEN.as_bytes()));
+    assert_eq!(
+        config.get_ssl_mode(),
+        tokio_postgres::config::SslMode::Require
+    );
+    let jdbc = text(&c, Format::Jdbc);
+    assert_eq!(jdbc_password(&jdbc).1, IAM_TOKEN);
+    assert!(jdbc.ends_with("&sslmode=require"), "{jdbc}");
+    let env = text(&c, Format::Env);
+    assert_eq!(shell_password(&env), IAM_TOKEN);
+    assert!(env.contains("PGSSLMODE='require'\n"), "{env}");
+    assert!(text(&c, Format::Service).contains("\nsslmode=require\n"));
+
+    let mysql = with_token("mysql");
+    assert!(text(&mysql, Format::Jdbc).ends_with("&sslMode=REQUIRED"));
+    assert!(text(&mysql, Format::Uri).ends_with("?ssl-mode=REQUIRED"));
+    let options = text(&mysql, Format::Mysql);
+    assert!(
+        options.ends_with("ssl-mode=REQUIRED\nenable-cleartext-plugin\n"),
+        "{options}"
+    );
+    assert!(!text(&mysql, Format::Env).contains("SSL"));
+    let mariadb = with_token("mariadb");
+    assert!(text(&mariadb, Format::Jdbc).ends_with("&sslMode=trust"));
+    assert!(text(&mariadb, Format::Mysql).ends_with("\nssl\n"));
+
+    // A password login asks for none of it.
+    let password = with_password("pw", "postgres");
+    assert!(!text(&password, Format::Uri).contains('?'));
+    assert!(!text(&password, Format::KeyValue).contains("sslmode"));
 }

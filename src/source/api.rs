@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::error::SourceError;
 use crate::config::RdsTarget;
 use crate::credentials::{
-    AWSCURRENT, Endpoint, SecretVersion, ServiceRefusal, StoredSecret, VersionSelector,
+    AWSCURRENT, AuthToken, Endpoint, SecretVersion, ServiceRefusal, StoredSecret, VersionSelector,
 };
 
 /// The staging label of the version a rotation is putting in place.
@@ -137,10 +137,28 @@ pub(crate) trait Source: Send + Sync + 'static {
     }
 }
 
+/// The operation name upstream metrics count the signing of an IAM auth token under (loading
+/// the AWS credentials it is signed with can fail).
+pub(crate) const SIGN_AUTH_TOKEN: &str = "SignAuthToken";
+
+/// Signs RDS IAM authentication tokens with the broker's AWS credentials and region.
+pub(crate) trait TokenSigner: Send + Sync + 'static {
+    /// A token for `username` at `host`:`port`, valid for 15 minutes (or until the AWS
+    /// credentials it is signed with expire, if sooner).
+    fn sign<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<AuthToken, SourceError>>;
+}
+
 /// What RDS says about an instance or cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
-    pub secret_arn: String,
+    /// The master user secret; `None` when RDS does not manage the password (an IAM login
+    /// needs none).
+    pub secret_arn: Option<String>,
     /// `MasterUserSecret.SecretStatus`: creating, active, rotating or impaired.
     pub secret_status: Option<String>,
     /// The endpoint, the reader endpoint of a cluster, the engine and the database name.

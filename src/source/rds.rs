@@ -45,7 +45,6 @@ impl RdsClient {
             .ok_or_else(|| SourceError::Gone(id.to_owned()))?;
         let endpoint = instance.endpoint();
         topology(
-            id,
             instance.master_user_secret(),
             Endpoint {
                 host: endpoint
@@ -80,7 +79,6 @@ impl RdsClient {
             .first()
             .ok_or_else(|| SourceError::Gone(id.to_owned()))?;
         topology(
-            id,
             cluster.master_user_secret(),
             Endpoint {
                 host: cluster.endpoint().map(str::to_owned),
@@ -114,25 +112,23 @@ impl RdsApi for RdsClient {
     }
 }
 
-/// Completes `endpoint` with the master user secret, which must exist, and checks what RDS
+/// Completes `endpoint` with the master user secret, if RDS manages one, and checks what RDS
 /// answered before it is kept: lengths bounded, no control characters, and a secret status
 /// only when it is one of the four RDS documents.
 fn topology(
-    id: &str,
     secret: Option<&MasterUserSecret>,
     endpoint: Endpoint,
 ) -> Result<Topology, SourceError> {
-    let secret_arn = secret
-        .and_then(MasterUserSecret::secret_arn)
-        .ok_or_else(|| {
-            SourceError::NotManaged(format!(
-                "{id} has no master user secret in Secrets Manager (ManageMasterUserPassword is off)"
-            ))
-        })?;
     let checked =
         |what, value: Option<String>, max| value.map(|v| bounded(what, v, max)).transpose();
     Ok(Topology {
-        secret_arn: bounded("the secret ARN", secret_arn.to_owned(), MAX_ARN)?,
+        secret_arn: checked(
+            "the secret ARN",
+            secret
+                .and_then(MasterUserSecret::secret_arn)
+                .map(str::to_owned),
+            MAX_ARN,
+        )?,
         secret_status: secret
             .and_then(MasterUserSecret::secret_status)
             .map(str::to_ascii_lowercase)

@@ -125,7 +125,7 @@ impl RdsApi for StandInRds {
     ) -> BoxFuture<'a, Result<Topology, SourceError>> {
         Box::pin(async move {
             Ok(Topology {
-                secret_arn: "plain".into(),
+                secret_arn: Some("plain".into()),
                 secret_status: Some(self.0.into()),
                 endpoint: Endpoint {
                     host: Some("rds-host".into()),

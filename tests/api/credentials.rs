@@ -40,9 +40,11 @@ async fn get_returns_the_documented_body_and_headers() {
     assert_eq!(etag, format!("\"{version}\""));
     humantime::parse_rfc3339(body["fetched_at"].as_str().unwrap()).expect("RFC 3339");
     assert_eq!(body["stale"], false);
+    assert_eq!(body["auth"], "password");
+    assert_eq!(body["expires_at"], serde_json::Value::Null);
     assert_eq!(
         body.as_object().unwrap().len(),
-        14,
+        16,
         "exactly the documented fields: {body}"
     );
 }

@@ -15,6 +15,7 @@ mod hardening;
 mod hardening_upstream;
 mod helpers;
 mod hostile;
+mod iam;
 mod lifecycle;
 mod openapi;
 mod pg;

@@ -1,7 +1,9 @@
 //! `env`: shell variable assignments (`PGPASSWORD='...'`, or MySQL's), single-quoted for a POSIX
-//! shell to `source`.
+//! shell to `source`; for an IAM token on PostgreSQL, with `PGSSLMODE='require'` (MySQL's
+//! clients read no variable for TLS).
 
 use super::{Engine, RenderError, refuse_nul};
+use crate::credentials::iam::Auth;
 use crate::credentials::model::Credentials;
 
 pub(in crate::credentials) fn render(
@@ -9,15 +11,24 @@ pub(in crate::credentials) fn render(
     engine: Engine,
 ) -> Result<String, RenderError> {
     let names = match engine {
-        Engine::Postgres => ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD"],
+        Engine::Postgres => [
+            "PGHOST",
+            "PGPORT",
+            "PGDATABASE",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGSSLMODE",
+        ],
         Engine::Mysql | Engine::Mariadb => [
             "MYSQL_HOST",
             "MYSQL_TCP_PORT",
             "MYSQL_DATABASE",
             "MYSQL_USER",
             "MYSQL_PWD",
+            "",
         ],
     };
+    let iam_postgres = c.auth == Auth::Iam && engine == Engine::Postgres;
     let port = c.endpoint.port.map(|p| p.to_string());
     let values = [
         c.endpoint.host.as_deref(),
@@ -25,6 +36,7 @@ pub(in crate::credentials) fn render(
         c.endpoint.dbname.as_deref(),
         Some(c.username.as_str()),
         Some(c.password()),
+        iam_postgres.then_some("require"),
     ];
     refuse_nul(values.iter().flatten().copied())?;
     let mut out = String::with_capacity(256);

@@ -17,8 +17,9 @@ struct JsonBody<'a>(&'a Credentials, bool);
 impl Serialize for JsonBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let c = self.0;
-        let mut s = serializer.serialize_struct("Credentials", 14)?;
+        let mut s = serializer.serialize_struct("Credentials", 16)?;
         s.serialize_field("db", c.db.as_str())?;
+        s.serialize_field("auth", c.auth.name())?;
         s.serialize_field("engine", &c.endpoint.engine)?;
         s.serialize_field("host", &c.endpoint.host)?;
         s.serialize_field("port", &c.endpoint.port)?;
@@ -30,6 +31,11 @@ impl Serialize for JsonBody<'_> {
         s.serialize_field(
             "fetched_at",
             &humantime::format_rfc3339_millis(c.fetched_at).to_string(),
+        )?;
+        s.serialize_field(
+            "expires_at",
+            &c.expires_at
+                .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
         )?;
         s.serialize_field("stale", &self.1)?;
         s.serialize_field("secret_status", &c.secret_status)?;

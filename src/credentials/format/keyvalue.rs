@@ -1,6 +1,8 @@
-//! `keyvalue`: a libpq connection string (`host=... password='...'`), PostgreSQL only.
+//! `keyvalue`: a libpq connection string (`host=... password='...'`), PostgreSQL only; for an
+//! IAM token, with `sslmode='require'`.
 
 use super::{Engine, RenderError, refuse_nul};
+use crate::credentials::iam::Auth;
 use crate::credentials::model::Credentials;
 
 pub(in crate::credentials) fn render(
@@ -19,6 +21,7 @@ pub(in crate::credentials) fn render(
         ("dbname", c.endpoint.dbname.as_deref()),
         ("user", Some(c.username.as_str())),
         ("password", Some(c.password())),
+        ("sslmode", (c.auth == Auth::Iam).then_some("require")),
     ];
     refuse_nul(pairs.iter().filter_map(|(_, value)| *value))?;
     let mut out = String::with_capacity(256);

@@ -1,7 +1,9 @@
 //! `mysql`: a MySQL / MariaDB option file (`[client]` with `user`, `password`, `host`, `port`),
-//! as `--defaults-extra-file` reads it; MySQL and MariaDB only.
+//! as `--defaults-extra-file` reads it; MySQL and MariaDB only. For an IAM token, with the
+//! options that send it: TLS and the cleartext plugin.
 
 use super::{Engine, RenderError, refuse_nul};
+use crate::credentials::iam::Auth;
 use crate::credentials::model::Credentials;
 
 pub(in crate::credentials) fn render(
@@ -29,6 +31,15 @@ pub(in crate::credentials) fn render(
             quote(&mut out, value);
             out.push('\n');
         }
+    }
+    if c.auth == Auth::Iam {
+        out.push_str(match engine {
+            // MySQL 8's clients: TLS required, and the token sent as it is (the server's
+            // AWSAuthenticationPlugin asks for mysql_clear_password).
+            Engine::Mysql => "ssl-mode=REQUIRED\nenable-cleartext-plugin\n",
+            // MariaDB's clients name TLS `ssl`, and send cleartext when the server asks.
+            Engine::Mariadb | Engine::Postgres => "ssl\n",
+        });
     }
     Ok(out)
 }

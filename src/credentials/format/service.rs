@@ -1,9 +1,11 @@
 //! `service`: a libpq connection service file (`pg_service.conf`) with a section named after
-//! the database (and `NAME-reader` for a cluster's reader host), PostgreSQL only.
+//! the database (and `NAME-reader` for a cluster's reader host), PostgreSQL only; for an IAM
+//! token, with `sslmode=require`.
 
 use std::fmt::Write as _;
 
 use super::{Engine, RenderError, refuse_nul};
+use crate::credentials::iam::Auth;
 use crate::credentials::model::Credentials;
 
 pub(in crate::credentials) fn render(
@@ -22,6 +24,7 @@ pub(in crate::credentials) fn render(
         ("dbname", c.endpoint.dbname.as_deref()),
         ("user", Some(c.username.as_str())),
         ("password", Some(c.password())),
+        ("sslmode", (c.auth == Auth::Iam).then_some("require")),
     ];
     let values = rest
         .iter()
