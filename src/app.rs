@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::audit::AuditSink;
 use crate::broker::{Broker, BrokerSettings, StoreSettings};
 use crate::clients::Clients;
-use crate::config::{AgentCompatConfig, AuthConfig, Config, Limits, Login, ServerConfig};
+use crate::config::{AgentCompatConfig, AuthConfig, Config, Limits, ServerConfig};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::server::{self, BoundSocket, Listener, serve};
@@ -47,14 +47,7 @@ impl App {
             warn!(variables = ?config.ignored_env, "ignoring environment variables that are not configuration keys (those are CREDENTIAL_BROKER_<SECTION>__<KEY>)");
         }
         let metrics = Metrics::new();
-        let needs = source::Needs {
-            rds: config.databases.values().any(|db| db.rds().is_some()),
-            iam: config
-                .databases
-                .values()
-                .any(|db| matches!(db.login, Login::Iam(_))),
-        };
-        let sources = source::build(&config.source, needs).await;
+        let sources = source::build(&config.source, config.databases.values()).await;
         let agent = agent_store(&config);
         let broker = Arc::new(Broker::new(
             config.databases,

@@ -47,7 +47,8 @@ impl Upstream {
     ) -> Result<Credentials, BrokerError> {
         let name = &state.name;
         let mut topology = self.topology(state, false).await?;
-        let operation = self.source.operation(Call::Read);
+        let source = &self.clients(state).secrets;
+        let operation = source.operation(Call::Read);
         let secret_id = |topology: &Option<Arc<Topology>>| {
             match (reference, topology) {
             (SecretRef::SecretId(id), _) => Ok(id.clone()),
@@ -65,7 +66,7 @@ impl Upstream {
         let mut result = match prefetched {
             Some(secret) => Ok(secret),
             None => {
-                self.observe(operation, self.source.read(&id, Version::Current))
+                self.observe(operation, source.read(&id, Version::Current))
                     .await
             }
         };
@@ -77,7 +78,7 @@ impl Upstream {
                 info!(db = %name, "the RDS database has a new master user secret");
                 id = new_id;
                 result = self
-                    .observe(operation, self.source.read(&id, Version::Current))
+                    .observe(operation, source.read(&id, Version::Current))
                     .await;
             }
         }
@@ -105,7 +106,7 @@ impl Upstream {
         let unchanged = state.is_last_version(&credentials.version_id);
         if with_pending && (unchanged || state.pending_hint.load(Ordering::Acquire)) {
             match self
-                .observe(operation, self.source.read(&id, Version::Pending))
+                .observe(operation, source.read(&id, Version::Pending))
                 .await
             {
                 Ok(pending) => {

@@ -31,6 +31,7 @@ impl Upstream {
             return Err(SourceError::Unavailable("the database has no endpoint yet".into()).into());
         };
         let signer = self
+            .clients(state)
             .iam
             .as_ref()
             .expect("a token signer exists when IAM databases do");

@@ -91,8 +91,9 @@ impl Broker {
                 .last_topology()
                 .is_some_and(|t| t.secret_status.as_deref() == Some("rotating"))
         };
-        let watching =
-            self.upstream.source.checks_are_free() || state.is_watched() || rds_rotating();
+        let watching = self.upstream.clients(state).secrets.checks_are_free()
+            || state.is_watched()
+            || rds_rotating();
         instant + schedule::next_check(system, checked.facts.as_ref(), watching, &self.rotation)
     }
 
@@ -182,11 +183,9 @@ impl Upstream {
             // A token has no secret, and no rotation: it is signed again before it expires.
             Login::Iam(_) => return None,
         };
-        let call = self.source.rotation(&id)?;
-        let facts = match self
-            .observe(self.source.operation(Call::Rotation), call)
-            .await
-        {
+        let source = &self.clients(state).secrets;
+        let call = source.rotation(&id)?;
+        let facts = match self.observe(source.operation(Call::Rotation), call).await {
             Ok(facts) => facts,
             Err(e) => return Some(Err(e)),
         };

@@ -126,9 +126,7 @@ impl Broker {
             // Entries live past their TTL for `max_stale`, to be served while the source fails.
             cache: CredentialCache::new(cache.ttl + cache.max_stale, cache.capacity),
             upstream: Upstream {
-                source: settings.sources.secrets,
-                rds: settings.sources.rds,
-                iam: settings.sources.iam,
+                sources: settings.sources,
                 metrics: settings.metrics,
                 topology_ttl: cache.topology_ttl,
             },

@@ -115,7 +115,7 @@ impl Broker {
         if let Some(result) = taken {
             return result;
         }
-        let source = &self.upstream.source;
+        let source = &self.upstream.sources.own.secrets;
         let result = self
             .upstream
             .observe(

@@ -11,7 +11,7 @@ use crate::credentials::DbName;
 use crate::metrics::Metrics;
 pub(crate) use crate::source::stand_in::PASSWORD;
 use crate::source::stand_in::{Controls, StandInSource};
-use crate::source::{RdsApi, Sources};
+use crate::source::{Clients, RdsApi, Sources};
 
 /// How a test broker is built; [`TestBroker::default`] is what most tests want.
 pub(crate) struct TestBroker {
@@ -62,9 +62,12 @@ impl TestBroker {
             &self.cache,
             BrokerSettings {
                 sources: Sources {
-                    secrets: Box::new(source),
-                    rds: self.rds,
-                    iam: None,
+                    own: Clients {
+                        secrets: Box::new(source),
+                        rds: self.rds,
+                        iam: None,
+                    },
+                    roles: Vec::new(),
                 },
                 metrics: self.metrics,
                 upstream: self.upstream,

@@ -210,6 +210,7 @@ async fn an_impaired_secret_is_served_and_reported_degraded() {
             "orders",
             DatabaseConfig {
                 login: Login::Secret(SecretRef::Rds(RdsTarget::Instance("i".into()))),
+                role: None,
                 endpoint: Endpoint::default(),
             },
         )],

@@ -30,6 +30,7 @@ impl Upstream {
         }
         let name = &state.name;
         let rds = self
+            .clients(state)
             .rds
             .as_ref()
             .expect("an RDS client exists when RDS databases do");

@@ -1,24 +1,28 @@
 //! The broker's way to its sources: the source of secrets, the RDS API when a database is named
-//! by it, the signer of IAM auth tokens, and the one wrapper every call goes through, which times it and counts its outcome.
+//! by it, the signer of IAM auth tokens (one set per identity: the broker's own and each
+//! assumed role), and the one wrapper every call goes through, which times it and counts its outcome.
 
 use std::time::{Duration, Instant};
 
+use super::state::DbState;
 use crate::metrics::Metrics;
-use crate::source::{RdsApi, Source, SourceError, TokenSigner};
+use crate::source::{Clients, SourceError, Sources};
 
 /// The sources of one broker, with the metrics their calls are counted in.
 pub(super) struct Upstream {
-    pub(super) source: Box<dyn Source>,
-    /// Present when any database is named by an RDS identifier.
-    pub(super) rds: Option<Box<dyn RdsApi>>,
-    /// Present when any database logs in with an IAM auth token.
-    pub(super) iam: Option<Box<dyn TokenSigner>>,
+    /// The clients of the broker's own identity and of each assumed role.
+    pub(super) sources: Sources,
     pub(super) metrics: Metrics,
     /// How long a resolved RDS topology is reused.
     pub(super) topology_ttl: Duration,
 }
 
 impl Upstream {
+    /// The clients `state`'s database is read with: its role's, or the broker's own.
+    pub(super) fn clients(&self, state: &DbState) -> &Clients {
+        self.sources.of(state.config.role.as_ref())
+    }
+
     /// Times an upstream call and counts its outcome; keeps `upstream_up` current.
     pub(super) async fn observe<T>(
         &self,

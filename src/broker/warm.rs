@@ -2,30 +2,39 @@
 //! [`MAX_BATCH`] at a time with the source's batch call (`BatchGetSecretValue`), and each is
 //! fetched with the value it got; those a batch did not return are left to their own fetch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use tracing::{debug, warn};
 
 use super::serve::Broker;
 use super::state::DbState;
-use crate::source::{Call, MAX_BATCH};
+use crate::config::AssumedRole;
+use crate::source::{Call, MAX_BATCH, Source};
 
 impl Broker {
     /// Reads every database named by a secret id that is not fetched yet in batches, where
-    /// the source has a batch call; after a failed batch, the rest are left to single reads.
+    /// the source has a batch call, one series per identity (the broker's own, each role);
+    /// after a failed batch, the rest of that identity's are left to single reads.
     pub(super) async fn warm_in_batches(&self) {
-        let due: Vec<(&DbState, &str)> = self
-            .dbs
-            .values()
-            .filter(|state| !state.is_ready())
-            .filter_map(|state| Some((state.as_ref(), state.config.secret_id()?)))
-            .collect();
-        // One database: a batch is no fewer calls than a single read.
-        if due.len() < 2 {
-            return;
+        let mut due: BTreeMap<Option<&AssumedRole>, Vec<(&DbState, &str)>> = BTreeMap::new();
+        for state in self.dbs.values().filter(|state| !state.is_ready()) {
+            if let Some(id) = state.config.secret_id() {
+                let role = state.config.role.as_ref();
+                due.entry(role).or_default().push((state.as_ref(), id));
+            }
         }
-        let source = &self.upstream.source;
+        for (role, due) in due {
+            // One database: a batch is no fewer calls than a single read.
+            if due.len() >= 2 {
+                let source = &self.upstream.sources.of(role).secrets;
+                Box::pin(self.warm_batches_of(source.as_ref(), &due)).await;
+            }
+        }
+    }
+
+    /// Reads `due` with `source`'s batch call, [`MAX_BATCH`] at a time.
+    async fn warm_batches_of(&self, source: &dyn Source, due: &[(&DbState, &str)]) {
         let (mut batches, mut fetched) = (0, 0);
         for chunk in due.chunks(MAX_BATCH) {
             let ids: Vec<String> = chunk.iter().map(|(_, id)| (*id).to_owned()).collect();

@@ -49,6 +49,18 @@ pub struct IamLogin {
     pub rds: Option<RdsTarget>,
 }
 
+/// An IAM role in another account (or this one) whose credentials every AWS call for a database
+/// uses, from STS `AssumeRole`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AssumedRole {
+    pub arn: String,
+    /// The external id the role's trust policy asks for, if any.
+    pub external_id: Option<String>,
+}
+
+/// The longest role ARN STS takes.
+const MAX_ROLE_ARN: usize = 2048;
+
 /// The longest IAM database user name taken (PostgreSQL's limit; MySQL's is 32).
 const MAX_IAM_USERNAME: usize = 63;
 
@@ -56,6 +68,9 @@ const MAX_IAM_USERNAME: usize = 63;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
     pub login: Login,
+    /// The role every AWS call for this database is made with; `None`: the broker's own
+    /// credentials.
+    pub role: Option<AssumedRole>,
     /// The configured endpoint values (never a reader host); they win over RDS's.
     pub endpoint: Endpoint,
 }
@@ -85,6 +100,7 @@ impl DatabaseConfig {
     pub(crate) fn for_tests(secret_id: &str) -> Self {
         Self {
             login: Login::Secret(SecretRef::SecretId(secret_id.into())),
+            role: None,
             endpoint: Endpoint::default(),
         }
     }
@@ -102,6 +118,8 @@ pub(super) struct RawDatabase {
     engine: Option<String>,
     auth: Option<AuthKind>,
     username: Option<String>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
 }
 
 /// `databases.NAME.auth`.
@@ -182,8 +200,10 @@ impl RawDatabase {
                 "must be between 1 and 65535",
             ));
         }
+        let role = assumed_role(key, self.role_arn, self.external_id, source)?;
         Ok(DatabaseConfig {
             login,
+            role,
             endpoint: Endpoint {
                 host: self.host,
                 port: self.port,
@@ -232,4 +252,60 @@ fn iam_login(
         ));
     }
     Ok(Login::Iam(IamLogin { username, rds }))
+}
+
+/// Checks `role_arn` (an IAM role ARN, `arn:PARTITION:iam::ACCOUNT:role/NAME`) and
+/// `external_id` (2 to 1,224 of the characters STS takes, and only with a role).
+fn assumed_role(
+    key: &str,
+    arn: Option<String>,
+    external_id: Option<String>,
+    source: &SourceConfig,
+) -> Result<Option<AssumedRole>, ConfigError> {
+    let Some(arn) = arn else {
+        if external_id.is_some() {
+            return Err(invalid(
+                format!("{key}.external_id"),
+                "only allowed with role_arn",
+            ));
+        }
+        return Ok(None);
+    };
+    if !source.supports_rds() {
+        return Err(invalid(
+            format!("{key}.role_arn"),
+            "roles need source.kind = \"secrets_manager\"",
+        ));
+    }
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let is_role_arn = arn.len() <= MAX_ROLE_ARN
+        && parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5].len() > "role/".len()
+        && parts[5].starts_with("role/")
+        && arn.bytes().all(|b| b.is_ascii_graphic());
+    if !is_role_arn {
+        return Err(invalid(
+            format!("{key}.role_arn"),
+            "must be an IAM role ARN, arn:aws:iam::ACCOUNT:role/NAME",
+        ));
+    }
+    if let Some(id) = &external_id {
+        let fits = (2..=1224).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b));
+        if !fits {
+            return Err(invalid(
+                format!("{key}.external_id"),
+                "must be 2 to 1224 letters, digits or +=,.@:/-_",
+            ));
+        }
+    }
+    Ok(Some(AssumedRole { arn, external_id }))
 }

@@ -37,7 +37,7 @@ use check::invalid;
 use compat::RawCompat;
 pub use compat::{AgentCompatConfig, SecretPatterns};
 use databases::RawDatabase;
-pub use databases::{DatabaseConfig, IamLogin, Login, RdsTarget, SecretRef};
+pub use databases::{AssumedRole, DatabaseConfig, IamLogin, Login, RdsTarget, SecretRef};
 pub use env::ENV_PREFIX;
 use log::RawLog;
 pub use log::{LogConfig, LogFormat};

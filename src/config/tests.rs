@@ -387,6 +387,60 @@ fn iam_logins_name_a_user_and_an_endpoint_and_no_secret() {
 }
 
 #[test]
+fn a_role_is_an_iam_role_arn_with_an_optional_external_id() {
+    let head = "[auth]\ndisabled = true\n[databases.a]\nsecret_id = \"s\"\n";
+    let config = Config::from_toml(&format!(
+        "{head}role_arn = \"arn:aws:iam::222222222222:role/team/reader\"\nexternal_id = \"ext-42\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.databases[&DbName::parse("a").unwrap()].role,
+        Some(AssumedRole {
+            arn: "arn:aws:iam::222222222222:role/team/reader".into(),
+            external_id: Some("ext-42".into()),
+        })
+    );
+    for (rest, key) in [
+        ("external_id = \"ext-42\"\n", "databases.a.external_id"),
+        (
+            "role_arn = \"arn:aws:iam::2222:role/r\"\n",
+            "databases.a.role_arn",
+        ),
+        (
+            "role_arn = \"arn:aws:iam::222222222222:user/r\"\n",
+            "databases.a.role_arn",
+        ),
+        (
+            "role_arn = \"arn:aws:s3:::222222222222:role/r\"\n",
+            "databases.a.role_arn",
+        ),
+        (
+            "role_arn = \"arn:aws:iam::222222222222:role/\"\n",
+            "databases.a.role_arn",
+        ),
+        (
+            "role_arn = \"arn:aws:iam::222222222222:role/a b\"\n",
+            "databases.a.role_arn",
+        ),
+        (
+            "role_arn = \"arn:aws:iam::222222222222:role/r\"\nexternal_id = \"x\"\n",
+            "databases.a.external_id",
+        ),
+        (
+            "role_arn = \"arn:aws:iam::222222222222:role/r\"\nexternal_id = \"a\\nb\"\n",
+            "databases.a.external_id",
+        ),
+    ] {
+        assert_eq!(error_of(&format!("{head}{rest}")).key, key, "{rest}");
+    }
+    let long = format!("arn:aws:iam::222222222222:role/{}", "r".repeat(2048));
+    assert_eq!(
+        error_of(&format!("{head}role_arn = {long:?}\n")).key,
+        "databases.a.role_arn"
+    );
+}
+
+#[test]
 fn file_source_requires_a_path() {
     let err = error_of(&format!("{MINIMAL}\n[source]\nkind = \"file\"\n"));
     assert_eq!(err.key, "source.path");

@@ -1,11 +1,13 @@
 //! Places credentials come from, each behind one trait ([`Source`]: a local JSON file for
-//! development, AWS Secrets Manager; [`RdsApi`]: RDS instances and clusters), and the one
-//! factory that builds them from the configuration.
+//! development, AWS Secrets Manager; [`RdsApi`]: RDS instances and clusters; [`TokenSigner`]:
+//! IAM auth tokens), one set per identity (the broker's own, and each assumed role), and the
+//! one factory that builds them from the configuration.
 //!
 //! To add a source: a file here implementing [`Source`], a `SourceKind` variant in
 //! `config/source.rs`, and its arm in [`build`] (the compiler points at it).
 
 mod api;
+mod assumed;
 mod aws;
 mod error;
 mod file;
@@ -20,44 +22,88 @@ pub(crate) use api::{
 };
 pub(crate) use error::SourceError;
 
-use crate::config::SourceConfig;
+use std::collections::BTreeSet;
 
-/// The sources a broker reads from: secrets, RDS when a database is named by it, and the
-/// signer of IAM auth tokens when a database logs in with one.
-pub(crate) struct Sources {
+use crate::config::{AssumedRole, DatabaseConfig, Login, SourceConfig};
+
+/// The clients of one identity: secrets, RDS when a database is named by it, and the signer
+/// of IAM auth tokens when a database logs in with one.
+pub(crate) struct Clients {
     pub(crate) secrets: Box<dyn Source>,
     pub(crate) rds: Option<Box<dyn RdsApi>>,
     pub(crate) iam: Option<Box<dyn TokenSigner>>,
 }
 
-/// What the configured databases need besides a source of secrets.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Needs {
-    /// A database is named by an RDS instance or cluster.
-    pub(crate) rds: bool,
-    /// A database logs in with an IAM auth token.
-    pub(crate) iam: bool,
+/// The sources a broker reads from: its own identity's clients, and those of each role a
+/// database names (`databases.NAME.role_arn`).
+pub(crate) struct Sources {
+    pub(crate) own: Clients,
+    pub(crate) roles: Vec<(AssumedRole, Clients)>,
 }
 
-/// Builds the configured source, with the RDS client and the token signer only when needed.
-pub(crate) async fn build(config: &SourceConfig, needs: Needs) -> Sources {
+impl Sources {
+    /// The clients for a database made with `role` (`None`: the broker's own identity).
+    pub(crate) fn of(&self, role: Option<&AssumedRole>) -> &Clients {
+        role.and_then(|role| self.roles.iter().find(|(r, _)| r == role))
+            .map_or(&self.own, |(_, clients)| clients)
+    }
+}
+
+/// What the configured databases need besides a source of secrets.
+#[derive(Debug, Clone, Copy, Default)]
+struct Needs {
+    /// A database is named by an RDS instance or cluster.
+    rds: bool,
+    /// A database logs in with an IAM auth token.
+    iam: bool,
+}
+
+/// Builds the configured source for `databases`: the RDS client and the token signer only when
+/// one needs them, and a set of clients for each role they name.
+pub(crate) async fn build<'a>(
+    config: &SourceConfig,
+    databases: impl Iterator<Item = &'a DatabaseConfig>,
+) -> Sources {
+    let mut needs = Needs::default();
+    let mut roles = BTreeSet::new();
+    for db in databases {
+        needs.rds |= db.rds().is_some();
+        needs.iam |= matches!(db.login, Login::Iam(_));
+        roles.extend(db.role.clone());
+    }
     match config {
         SourceConfig::File { path } => Sources {
-            secrets: Box::new(file::FileSource::new(path.clone())),
-            rds: None,
-            iam: None,
+            own: Clients {
+                secrets: Box::new(file::FileSource::new(path.clone())),
+                rds: None,
+                iam: None,
+            },
+            roles: Vec::new(),
         },
         SourceConfig::SecretsManager(settings) => {
             let sdk = aws::sdk_config(settings).await;
+            let mut assumed = Vec::with_capacity(roles.len());
+            for role in roles {
+                let role_sdk = assumed::assume(&sdk, &role).await;
+                assumed.push((role, aws_clients(&role_sdk, needs)));
+            }
             Sources {
-                secrets: Box::new(secrets_manager::SecretsManagerSource::new(&sdk)),
-                rds: needs
-                    .rds
-                    .then(|| Box::new(rds::RdsClient::new(&sdk)) as Box<dyn RdsApi>),
-                iam: needs
-                    .iam
-                    .then(|| Box::new(iam::IamSigner::new(&sdk)) as Box<dyn TokenSigner>),
+                own: aws_clients(&sdk, needs),
+                roles: assumed,
             }
         }
+    }
+}
+
+/// The AWS clients of one SDK configuration (one identity).
+fn aws_clients(sdk: &aws_config::SdkConfig, needs: Needs) -> Clients {
+    Clients {
+        secrets: Box::new(secrets_manager::SecretsManagerSource::new(sdk)),
+        rds: needs
+            .rds
+            .then(|| Box::new(rds::RdsClient::new(sdk)) as Box<dyn RdsApi>),
+        iam: needs
+            .iam
+            .then(|| Box::new(iam::IamSigner::new(sdk)) as Box<dyn TokenSigner>),
     }
 }

@@ -23,6 +23,7 @@ mod pools;
 mod prometheus;
 mod rds;
 mod resilience;
+mod roles;
 mod schemathesis;
 mod security;
 mod sinks;

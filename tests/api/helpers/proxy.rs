@@ -48,6 +48,9 @@ struct ProxyState {
     arrivals: Mutex<Vec<Instant>>,
     delay_ms: AtomicU64,
     fault: Mutex<Fault>,
+    /// When non-zero, STS `AssumeRole` answers say the credentials expire this many seconds
+    /// from now (moto gives an hour, longer than a test).
+    assumed_lifetime_s: AtomicU64,
 }
 
 /// A fault-injection HTTP proxy in front of moto: counts requests by `X-Amz-Target`, records
@@ -67,6 +70,7 @@ impl Proxy {
             arrivals: Mutex::new(Vec::new()),
             delay_ms: AtomicU64::new(0),
             fault: Mutex::new(Fault::None),
+            assumed_lifetime_s: AtomicU64::new(0),
         });
         let client: HyperClient<HttpConnector, Full<Bytes>> =
             HyperClient::builder(TokioExecutor::new()).build_http();
@@ -100,6 +104,19 @@ impl Proxy {
         let key = format!("secretsmanager.{operation}");
         let counts = self.state.counts.lock().unwrap();
         counts.get(&key).copied().unwrap_or(0)
+    }
+
+    /// How many query-protocol requests (STS, RDS) for `action` (`AssumeRole`, ...) arrived.
+    pub fn count_action(&self, action: &str) -> usize {
+        let counts = self.state.counts.lock().unwrap();
+        counts.get(&format!("query.{action}")).copied().unwrap_or(0)
+    }
+
+    /// Makes STS `AssumeRole` answers say their credentials expire `lifetime` from now.
+    pub fn set_assumed_lifetime(&self, lifetime: Duration) {
+        self.state
+            .assumed_lifetime_s
+            .store(lifetime.as_secs(), Ordering::SeqCst);
     }
 
     /// When each `GetSecretValue` request arrived, in order.
@@ -137,12 +154,20 @@ async fn forward(
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
+    // JSON protocol services name the operation in a header, query protocol ones (STS, RDS)
+    // in the form body.
+    let action = || {
+        url::form_urlencoded::parse(&body)
+            .find(|(key, _)| key == "Action")
+            .map(|(_, action)| format!("query.{action}"))
+    };
     let mut target = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("other")
-        .to_owned();
+        .map(str::to_owned)
+        .or_else(action)
+        .unwrap_or_else(|| "other".to_owned());
     if String::from_utf8_lossy(&body).contains("AWSPENDING") {
         target.push_str("#AWSPENDING");
     }
@@ -207,12 +232,30 @@ async fn forward(
                 }
                 bytes = Bytes::from(Value::Object(answer).to_string());
             }
+            let lifetime = state.assumed_lifetime_s.load(Ordering::SeqCst);
+            if lifetime > 0 && target == "query.AssumeRole" {
+                bytes = with_expiration(&bytes, Duration::from_secs(lifetime));
+            }
             let mut parts = parts;
             parts.headers.remove("content-length");
             Ok(hyper::Response::from_parts(parts, Full::new(bytes)))
         }
         Err(_) => answer(502, "{}"),
     }
+}
+
+/// An STS answer with its `<Expiration>` set to `lifetime` from now.
+fn with_expiration(answer: &[u8], lifetime: Duration) -> Bytes {
+    let text = String::from_utf8_lossy(answer);
+    let (Some(start), Some(end)) = (text.find("<Expiration>"), text.find("</Expiration>")) else {
+        return Bytes::copy_from_slice(answer);
+    };
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + lifetime);
+    Bytes::from(format!(
+        "{}<Expiration>{at}{}",
+        &text[..start],
+        &text[end..]
+    ))
 }
 
 /// moto plus a counting proxy plus a seeding client: the upstream side of one test.
