@@ -8,6 +8,8 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_sdk_secretsmanager::primitives::{Blob, DateTime};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::api::{
@@ -66,7 +68,7 @@ impl SecretsManagerSource {
                     GetSecretValueError::ResourceNotFoundException(_)
                     | GetSecretValueError::InvalidRequestException(_),
                 ) => SourceError::NotFound(secret_id.to_owned()),
-                _ => sdk_failure(&e),
+                _ => read_failure(&e),
             })?;
         Ok(SecretVersion {
             payload: payload(output.secret_string, output.secret_binary)?,
@@ -94,32 +96,7 @@ impl SecretsManagerSource {
             .set_version_stage(stage)
             .send()
             .await
-            .map_err(|e| {
-                let refused = match e.as_service_error() {
-                    Some(
-                        GetSecretValueError::ResourceNotFoundException(_)
-                        | GetSecretValueError::InvalidRequestException(_)
-                        | GetSecretValueError::InvalidParameterException(_)
-                        | GetSecretValueError::DecryptionFailure(_),
-                    ) => true,
-                    Some(GetSecretValueError::InternalServiceError(_)) | None => false,
-                    // Unmodelled: a definite "no" (access denied, an unknown client) unless it is
-                    // throttling, a server error or a success body the SDK could not read.
-                    Some(other) => {
-                        let code = other.code().unwrap_or_default();
-                        !e.raw_response().is_some_and(|r| {
-                            r.status().is_server_error() || r.status().is_success()
-                        }) && !aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&code)
-                            && !aws_runtime::retries::classifiers::TRANSIENT_ERRORS.contains(&code)
-                    }
-                };
-                match e.as_service_error() {
-                    Some(err) if refused => {
-                        SourceError::Refused(ServiceRefusal::new(err.code(), err.message()))
-                    }
-                    _ => sdk_failure(&e),
-                }
-            })?;
+            .map_err(|e| read_failure(&e))?;
         let stages: Vec<String> = output
             .version_stages
             .unwrap_or_default()
@@ -314,6 +291,37 @@ impl Source for SecretsManagerSource {
         secret_id: &'a str,
     ) -> Option<BoxFuture<'a, Result<RotationFacts, SourceError>>> {
         Some(Box::pin(self.describe_inner(secret_id)))
+    }
+}
+
+/// Sorts a failed `GetSecretValue`: a definite "no" of the service (no such secret or version,
+/// a bad parameter, a key it cannot decrypt with, access denied, an unknown client) is a
+/// refusal with its code and message; throttling, server errors, answers that are none and
+/// every failure to get an answer are sorted by [`sdk_failure`].
+fn read_failure(e: &SdkError<GetSecretValueError, HttpResponse>) -> SourceError {
+    let refused = match e.as_service_error() {
+        Some(
+            GetSecretValueError::ResourceNotFoundException(_)
+            | GetSecretValueError::InvalidRequestException(_)
+            | GetSecretValueError::InvalidParameterException(_)
+            | GetSecretValueError::DecryptionFailure(_),
+        ) => true,
+        Some(GetSecretValueError::InternalServiceError(_)) | None => false,
+        // Unmodelled: a definite "no" unless it is throttling, a server error or a success
+        // body the SDK could not read.
+        Some(other) => {
+            let code = other.code().unwrap_or_default();
+            !e.raw_response()
+                .is_some_and(|r| r.status().is_server_error() || r.status().is_success())
+                && !aws_runtime::retries::classifiers::THROTTLING_ERRORS.contains(&code)
+                && !aws_runtime::retries::classifiers::TRANSIENT_ERRORS.contains(&code)
+        }
+    };
+    match e.as_service_error() {
+        Some(err) if refused => {
+            SourceError::Refused(ServiceRefusal::new(err.code(), err.message()))
+        }
+        _ => sdk_failure(e),
     }
 }
 
