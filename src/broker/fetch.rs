@@ -14,19 +14,36 @@ use crate::config::{Login, SecretRef};
 use crate::credentials::{Credentials, MalformedSecret, SecretVersion};
 use crate::source::{Call, SourceError, Topology, Version};
 
+/// How one read of a secret goes.
+#[derive(Debug)]
+struct ReadPlan {
+    /// Read the pending version too (when the current did not change, or one is expected).
+    with_pending: bool,
+    /// The current version, already read by a batch.
+    prefetched: Option<SecretVersion>,
+    /// A transient failure of the primary region may be answered from a fallback region.
+    may_fail_over: bool,
+}
+
 impl Upstream {
     /// Fetches `state`'s database from the source (its current version already read when
-    /// `prefetched`, by a batch); records the version, readiness and metrics.
+    /// `prefetched`, by a batch; read from a fallback region after a transient failure when
+    /// `may_fail_over`); records the version, readiness and metrics.
     pub(super) async fn fetch(
         &self,
         state: &DbState,
         with_pending: bool,
         prefetched: Option<SecretVersion>,
+        may_fail_over: bool,
     ) -> Result<Arc<Credentials>, BrokerError> {
         let credentials = match &state.config.login {
             Login::Secret(reference) => {
-                self.read_secret(state, reference, with_pending, prefetched)
-                    .await?
+                let plan = ReadPlan {
+                    with_pending,
+                    prefetched,
+                    may_fail_over,
+                };
+                self.read_secret(state, reference, plan).await?
             }
             Login::Iam(iam) => self.sign(state, iam).await?,
         };
@@ -42,12 +59,13 @@ impl Upstream {
         &self,
         state: &DbState,
         reference: &SecretRef,
-        with_pending: bool,
-        prefetched: Option<SecretVersion>,
+        plan: ReadPlan,
     ) -> Result<Credentials, BrokerError> {
         let name = &state.name;
         let mut topology = self.topology(state, false).await?;
-        let source = &self.clients(state).secrets;
+        let clients = self.clients(state);
+        let mut source = clients.secrets.as_ref();
+        let mut region = clients.region.as_deref();
         let operation = source.operation(Call::Read);
         let secret_id = |topology: &Option<Arc<Topology>>| {
             match (reference, topology) {
@@ -63,7 +81,7 @@ impl Upstream {
         }
         };
         let mut id = secret_id(&topology)?;
-        let mut result = match prefetched {
+        let mut result = match plan.prefetched {
             Some(secret) => Ok(secret),
             None => {
                 self.observe(operation, source.read(&id, Version::Current))
@@ -81,6 +99,17 @@ impl Upstream {
                     .observe(operation, source.read(&id, Version::Current))
                     .await;
             }
+        }
+        if plan.may_fail_over
+            && result.as_ref().is_err_and(SourceError::is_outage)
+            && let Some(replica) = self.fail_over(state, &id).await
+        {
+            (region, source, id, result) = (
+                Some(replica.region),
+                replica.source,
+                replica.secret_id,
+                Ok(replica.secret),
+            );
         }
         let secret = result.inspect_err(|e| {
             warn!(db = %name, error = %e, "fetching credentials failed");
@@ -103,8 +132,9 @@ impl Upstream {
         let mut credentials =
             Credentials::from_secret(name.clone(), fallback, secret_status, secret)
                 .map_err(malformed)?;
+        credentials.region = region.map(str::to_owned);
         let unchanged = state.is_last_version(&credentials.version_id);
-        if with_pending && (unchanged || state.pending_hint.load(Ordering::Acquire)) {
+        if plan.with_pending && (unchanged || state.pending_hint.load(Ordering::Acquire)) {
             match self
                 .observe(operation, source.read(&id, Version::Pending))
                 .await

@@ -30,8 +30,8 @@ impl Upstream {
             warn!(db = %name, "the database has no endpoint yet to sign a token for");
             return Err(SourceError::Unavailable("the database has no endpoint yet".into()).into());
         };
-        let signer = self
-            .clients(state)
+        let clients = self.clients(state);
+        let signer = clients
             .iam
             .as_ref()
             .expect("a token signer exists when IAM databases do");
@@ -39,6 +39,8 @@ impl Upstream {
             .observe(SIGN_AUTH_TOKEN, signer.sign(host, port, &iam.username))
             .await
             .inspect_err(|e| warn!(db = %name, error = %e, "signing an IAM auth token failed"))?;
-        Ok(Credentials::from_token(name.clone(), endpoint, token))
+        let mut credentials = Credentials::from_token(name.clone(), endpoint, token);
+        credentials.region.clone_from(&clients.region);
+        Ok(credentials)
     }
 }

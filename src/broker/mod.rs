@@ -9,6 +9,7 @@
 //! about HTTP.
 
 mod error;
+mod failover;
 mod fetch;
 mod flight;
 mod iam;

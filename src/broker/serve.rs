@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::source::Sources;
 
 /// How many background fetches (warm-up and refresh-ahead) run at once across all databases.
-const BACKGROUND_CONCURRENCY: usize = 8;
+pub(super) const BACKGROUND_CONCURRENCY: usize = 8;
 /// Background refresh starts at a random point between these fractions of the TTL.
 const REFRESH_AHEAD: (f64, f64) = (0.80, 0.90);
 /// The share of an IAM token's validity it is served fresh (10 minutes of 15): it is signed
@@ -322,7 +322,15 @@ impl Broker {
         if honor_backoff && let Some(last) = flight.backing_off(Instant::now()) {
             return Err(last);
         }
-        let result = self.upstream.fetch(state, with_pending, prefetched).await;
+        // A fallback region answers only while nothing fresh is cached.
+        let fresh = self
+            .cache
+            .get(name)
+            .is_some_and(|c| c.fetched.elapsed() < self.lifetime(&c).0);
+        let result = self
+            .upstream
+            .fetch(state, with_pending, prefetched, !fresh)
+            .await;
         let now = Instant::now();
         // The delay before the background task fetches again, and the backoff it is.
         let (next, backoff) = match &result {

@@ -11,7 +11,7 @@ use crate::credentials::DbName;
 use crate::metrics::Metrics;
 pub(crate) use crate::source::stand_in::PASSWORD;
 use crate::source::stand_in::{Controls, StandInSource};
-use crate::source::{Clients, RdsApi, Sources};
+use crate::source::{Clients, RdsApi, Source, Sources};
 
 /// How a test broker is built; [`TestBroker::default`] is what most tests want.
 pub(crate) struct TestBroker {
@@ -26,6 +26,9 @@ pub(crate) struct TestBroker {
     pub(crate) metrics: Metrics,
     /// The AWS agent API's cache, when the test serves that API.
     pub(crate) agent: Option<StoreSettings>,
+    /// A fallback region with a stand-in source of its own (whose controls
+    /// [`build_with_replica`](Self::build_with_replica) returns).
+    pub(crate) replica_region: Option<&'static str>,
 }
 
 impl Default for TestBroker {
@@ -39,6 +42,7 @@ impl Default for TestBroker {
             rds: None,
             metrics: Metrics::new(),
             agent: None,
+            replica_region: None,
         }
     }
 }
@@ -53,8 +57,21 @@ impl TestBroker {
 
     /// The broker, and the controls of its stand-in source.
     pub(crate) fn build(self) -> (Arc<Broker>, Arc<Controls>) {
+        let (broker, controls, _) = self.build_with_replica();
+        (broker, controls)
+    }
+
+    /// The broker, and the controls of its stand-in source and of the replica's.
+    pub(crate) fn build_with_replica(self) -> (Arc<Broker>, Arc<Controls>, Arc<Controls>) {
         let source = StandInSource::new(self.delay, "v1");
         let controls = source.controls();
+        let replica = StandInSource::new(self.delay, "v1");
+        let replica_controls = replica.controls();
+        let replicas = self
+            .replica_region
+            .map(|region| (region.to_owned(), Box::new(replica) as Box<dyn Source>))
+            .into_iter()
+            .collect();
         let broker = Broker::new(
             self.databases
                 .into_iter()
@@ -66,6 +83,8 @@ impl TestBroker {
                         secrets: Box::new(source),
                         rds: self.rds,
                         iam: None,
+                        region: None,
+                        replicas,
                     },
                     roles: Vec::new(),
                 },
@@ -75,6 +94,6 @@ impl TestBroker {
                 agent: self.agent,
             },
         );
-        (Arc::new(broker), controls)
+        (Arc::new(broker), controls, replica_controls)
     }
 }

@@ -211,6 +211,7 @@ async fn an_impaired_secret_is_served_and_reported_degraded() {
             DatabaseConfig {
                 login: Login::Secret(SecretRef::Rds(RdsTarget::Instance("i".into()))),
                 role: None,
+                fallback_regions: Vec::new(),
                 endpoint: Endpoint::default(),
             },
         )],
@@ -366,4 +367,44 @@ async fn a_refresh_naming_the_cached_version_waits_for_the_minimum_interval() {
     }
     assert!(started.elapsed() < Duration::from_millis(300 + 200));
     assert_eq!(source.calls(), 2, "one fetch for all 20");
+}
+
+#[tokio::test]
+async fn a_fallback_region_answers_only_while_nothing_fresh_is_cached() {
+    let mut config = DatabaseConfig::for_tests("plain");
+    config.fallback_regions = vec!["us-west-2".into()];
+    let (broker, primary, replica) = TestBroker {
+        databases: vec![("orders", config)],
+        cache: crate::config::CacheConfig::for_tests(
+            Duration::from_millis(300),
+            Duration::from_mins(1),
+        ),
+        replica_region: Some("us-west-2"),
+        ..TestBroker::default()
+    }
+    .build_with_replica();
+    let served = broker.get("orders").await.unwrap();
+    assert_eq!(served.credentials.region, None, "the primary answered");
+    primary.set_failing(true);
+    let state = broker.lookup("orders").unwrap();
+    let fetched = broker
+        .fetch_shared(state, std::time::Instant::now(), false, false)
+        .await;
+    assert!(fetched.is_err(), "a fresh value is cached: no failover");
+    assert_eq!(replica.calls(), 0);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let fetched = broker
+        .fetch_shared(state, std::time::Instant::now(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(fetched.region.as_deref(), Some("us-west-2"));
+    assert_eq!(replica.calls(), 1);
+    primary.set_failing(false);
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let fetched = broker
+        .fetch_shared(state, std::time::Instant::now(), false, false)
+        .await
+        .unwrap();
+    assert_eq!(fetched.region, None, "back on the primary once it answers");
+    assert_eq!(replica.calls(), 1);
 }

@@ -29,6 +29,19 @@ impl Upstream {
         operation: &str,
         call: impl Future<Output = Result<T, SourceError>>,
     ) -> Result<T, SourceError> {
+        let result = self.observe_fallback(operation, call).await;
+        let up = !result.as_ref().is_err_and(SourceError::is_outage);
+        self.metrics.upstream_up.set(i64::from(up));
+        result
+    }
+
+    /// Times a call to a fallback region and counts its outcome: `upstream_up` stays the
+    /// primary region's.
+    pub(super) async fn observe_fallback<T>(
+        &self,
+        operation: &str,
+        call: impl Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
         let started = Instant::now();
         let result = call.await;
         self.metrics
@@ -42,8 +55,6 @@ impl Upstream {
             .upstream_requests
             .with_label_values(&[operation, outcome])
             .inc();
-        let up = !result.as_ref().is_err_and(SourceError::is_outage);
-        self.metrics.upstream_up.set(i64::from(up));
         result
     }
 }

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::check::{ConfigError, invalid};
-use super::source::SourceConfig;
+use super::source::{SourceConfig, check_regions};
 use crate::credentials::Endpoint;
 
 /// Where a database's secret is found.
@@ -71,6 +71,9 @@ pub struct DatabaseConfig {
     /// The role every AWS call for this database is made with; `None`: the broker's own
     /// credentials.
     pub role: Option<AssumedRole>,
+    /// The regions whose replica of the secret is read, in order, while the primary region
+    /// fails transiently and no fresh value is cached (its own list, or `aws.fallback_regions`).
+    pub fallback_regions: Vec<String>,
     /// The configured endpoint values (never a reader host); they win over RDS's.
     pub endpoint: Endpoint,
 }
@@ -101,6 +104,7 @@ impl DatabaseConfig {
         Self {
             login: Login::Secret(SecretRef::SecretId(secret_id.into())),
             role: None,
+            fallback_regions: Vec::new(),
             endpoint: Endpoint::default(),
         }
     }
@@ -120,6 +124,7 @@ pub(super) struct RawDatabase {
     username: Option<String>,
     role_arn: Option<String>,
     external_id: Option<String>,
+    fallback_regions: Option<Vec<String>>,
 }
 
 /// `databases.NAME.auth`.
@@ -201,9 +206,27 @@ impl RawDatabase {
             ));
         }
         let role = assumed_role(key, self.role_arn, self.external_id, source)?;
+        let fallback_regions = match self.fallback_regions {
+            Some(_) if !source.supports_rds() => {
+                return Err(invalid(
+                    format!("{key}.fallback_regions"),
+                    "fallback regions need source.kind = \"secrets_manager\"",
+                ));
+            }
+            Some(regions) => {
+                check_regions(
+                    &format!("{key}.fallback_regions"),
+                    &regions,
+                    source.region(),
+                )?;
+                regions
+            }
+            None => source.fallback_regions().to_vec(),
+        };
         Ok(DatabaseConfig {
             login,
             role,
+            fallback_regions,
             endpoint: Endpoint {
                 host: self.host,
                 port: self.port,

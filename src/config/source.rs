@@ -24,6 +24,9 @@ pub enum SourceConfig {
 #[derive(Debug, Clone)]
 pub struct AwsConfig {
     pub region: Option<String>,
+    /// Regions whose replica of a secret is read, in order, while the primary region fails
+    /// transiently and no fresh value is cached.
+    pub fallback_regions: Vec<String>,
     /// A shared credentials file read instead of `~/.aws/credentials`.
     pub credentials_file: Option<PathBuf>,
     pub endpoint_url: Option<String>,
@@ -60,6 +63,7 @@ enum SourceKind {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawAws {
     region: Option<String>,
+    fallback_regions: Vec<String>,
     credentials_file: Option<PathBuf>,
     endpoint_url: Option<String>,
     #[serde(with = "humantime_serde")]
@@ -75,6 +79,7 @@ impl Default for RawAws {
     fn default() -> Self {
         Self {
             region: None,
+            fallback_regions: Vec::new(),
             credentials_file: None,
             endpoint_url: None,
             connect_timeout: Duration::from_secs(2),
@@ -122,6 +127,44 @@ impl RawSource {
     }
 }
 
+/// The most fallback regions a list may name.
+const MAX_FALLBACK_REGIONS: usize = 4;
+
+/// Checks a list of fallback regions: each a region name (lowercase letters, digits and `-`,
+/// at most 32), none twice, none the primary region, at most [`MAX_FALLBACK_REGIONS`].
+pub(super) fn check_regions(
+    key: &str,
+    regions: &[String],
+    primary: Option<&str>,
+) -> Result<(), ConfigError> {
+    if regions.len() > MAX_FALLBACK_REGIONS {
+        return Err(invalid(
+            key,
+            format!("at most {MAX_FALLBACK_REGIONS} regions"),
+        ));
+    }
+    for (i, region) in regions.iter().enumerate() {
+        let named = (1..=32).contains(&region.len())
+            && region.contains('-')
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !named {
+            return Err(invalid(key, format!("{region:?} is not a region name")));
+        }
+        if regions[..i].contains(region) {
+            return Err(invalid(key, format!("{region} is named twice")));
+        }
+        if primary == Some(region.as_str()) {
+            return Err(invalid(
+                key,
+                format!("{region} is the primary region (aws.region)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl SourceConfig {
     /// Whether databases may be named by an RDS identifier: RDS keeps their secrets in Secrets
     /// Manager, so only a source that reads Secrets Manager can follow them.
@@ -129,6 +172,22 @@ impl SourceConfig {
         match self {
             Self::File { .. } => false,
             Self::SecretsManager(_) => true,
+        }
+    }
+
+    /// The fallback regions of `[aws]`, which a database takes unless it names its own.
+    pub fn fallback_regions(&self) -> &[String] {
+        match self {
+            Self::File { .. } => &[],
+            Self::SecretsManager(aws) => &aws.fallback_regions,
+        }
+    }
+
+    /// The primary region, when the configuration names it.
+    pub fn region(&self) -> Option<&str> {
+        match self {
+            Self::File { .. } => None,
+            Self::SecretsManager(aws) => aws.region.as_deref(),
         }
     }
 }
@@ -148,7 +207,13 @@ impl RawAws {
         {
             return Err(invalid("aws.credentials_file", "no such file"));
         }
+        check_regions(
+            "aws.fallback_regions",
+            &self.fallback_regions,
+            self.region.as_deref(),
+        )?;
         Ok(AwsConfig {
+            fallback_regions: self.fallback_regions,
             region: self.region,
             credentials_file: self.credentials_file,
             endpoint_url: self.endpoint_url,

@@ -441,6 +441,45 @@ fn a_role_is_an_iam_role_arn_with_an_optional_external_id() {
 }
 
 #[test]
+fn fallback_regions_come_from_aws_unless_a_database_names_its_own() {
+    let config = Config::from_toml(
+        "[auth]\ndisabled = true\n[aws]\nregion = \"us-east-1\"\nfallback_regions = [\"us-west-2\", \"eu-west-1\"]\n\
+         [databases.a]\nsecret_id = \"s\"\n[databases.b]\nsecret_id = \"s\"\nfallback_regions = []\n\
+         [databases.c]\nsecret_id = \"s\"\nfallback_regions = [\"ap-south-1\"]\n",
+    )
+    .unwrap();
+    let regions = |db: &str| {
+        config.databases[&DbName::parse(db).unwrap()]
+            .fallback_regions
+            .clone()
+    };
+    assert_eq!(regions("a"), ["us-west-2", "eu-west-1"]);
+    assert!(regions("b").is_empty());
+    assert_eq!(regions("c"), ["ap-south-1"]);
+    let head = "[auth]\ndisabled = true\n[aws]\nregion = \"us-east-1\"\n";
+    for (list, why) in [
+        ("[\"us-east-1\"]", "the primary"),
+        ("[\"us-west-2\", \"us-west-2\"]", "twice"),
+        ("[\"US-WEST-2\"]", "case"),
+        ("[\"uswest2\"]", "no dash"),
+        ("[\"a-1\", \"b-2\", \"c-3\", \"d-4\", \"e-5\"]", "five"),
+    ] {
+        let err = error_of(&format!(
+            "{head}fallback_regions = {list}\n[databases.a]\nsecret_id = \"s\"\n"
+        ));
+        assert_eq!(err.key, "aws.fallback_regions", "{why}");
+        let err = error_of(&format!(
+            "{head}[databases.a]\nsecret_id = \"s\"\nfallback_regions = {list}\n"
+        ));
+        assert_eq!(err.key, "databases.a.fallback_regions", "{why}");
+    }
+    let err = error_of(
+        "[auth]\ndisabled = true\n[source]\nkind = \"file\"\npath = \"x.json\"\n[databases.a]\nsecret_id = \"s\"\nfallback_regions = [\"us-west-2\"]\n",
+    );
+    assert_eq!(err.key, "databases.a.fallback_regions");
+}
+
+#[test]
 fn file_source_requires_a_path() {
     let err = error_of(&format!("{MINIMAL}\n[source]\nkind = \"file\"\n"));
     assert_eq!(err.key, "source.path");

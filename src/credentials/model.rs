@@ -42,6 +42,9 @@ pub struct Credentials {
     pub auth: Auth,
     /// When the password stops working: an IAM token's expiry; `None` for stored passwords.
     pub expires_at: Option<SystemTime>,
+    /// The AWS region that served them (a fallback region during a failover); `None` for the
+    /// file source.
+    pub region: Option<String>,
     pub endpoint: Endpoint,
     pub username: String,
     password: SecretString,
@@ -86,6 +89,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("db", &self.db)
             .field("auth", &self.auth)
+            .field("region", &self.region)
             .field("endpoint", &self.endpoint)
             .field("username", &self.username)
             .field("password", &"[REDACTED]")
@@ -114,6 +118,7 @@ impl Credentials {
             db,
             auth: Auth::Password,
             expires_at: None,
+            region: None,
             endpoint: endpoint.or(fallback),
             username: login.username,
             password: login.password,
@@ -135,6 +140,7 @@ impl Credentials {
             db,
             auth: Auth::Iam,
             expires_at: Some(token.expires_at),
+            region: None,
             endpoint,
             fetched_at: token.signed_at,
             username: token.username.clone(),

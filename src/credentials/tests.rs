@@ -184,6 +184,7 @@ fn json_body_has_every_documented_field() {
         "stale",
         "auth",
         "expires_at",
+        "region",
     ] {
         assert!(keys.contains(&key), "missing {key}");
     }

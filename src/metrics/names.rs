@@ -16,6 +16,7 @@ pub const CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS: &str =
 pub const BUILD_INFO: &str = "credential_broker_build_info";
 pub const STALE_SERVED_TOTAL: &str = "credential_broker_stale_served_total";
 pub const UPSTREAM_UP: &str = "credential_broker_upstream_up";
+pub const REGION_FAILOVERS_TOTAL: &str = "credential_broker_region_failovers_total";
 pub const UPSTREAM_BACKOFF_SECONDS: &str = "credential_broker_upstream_backoff_seconds";
 pub const UPSTREAM_CONSECUTIVE_FAILURES: &str = "credential_broker_upstream_consecutive_failures";
 pub const SECRET_STATUS: &str = "credential_broker_secret_status";

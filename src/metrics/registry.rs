@@ -13,11 +13,11 @@ use super::names::{
     ACCESS_TOTAL, AGENT_CACHE_LOOKUPS_TOTAL, AUDIT_SUPPRESSED_TOTAL, BUILD_INFO,
     CONNECTIONS_CLOSED_TOTAL, CONNECTIONS_OPEN, CREDENTIAL_LAST_FETCH_TIMESTAMP_SECONDS,
     DETECTION_BUCKETS, HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL,
-    LATENCY_BUCKETS, ROTATION_DETECTION_SECONDS, SECRET_LAST_ROTATED_TIMESTAMP_SECONDS,
-    SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS, SECRET_ROTATION_ENABLED, SECRET_STATUS,
-    SINK_COMMANDS_TOTAL, SINK_WRITES_TOTAL, TOKEN_RELOAD_FAILURES_TOTAL, UPSTREAM_BACKOFF_SECONDS,
-    UPSTREAM_CONSECUTIVE_FAILURES, UPSTREAM_REQUEST_DURATION_SECONDS, UPSTREAM_REQUESTS_TOTAL,
-    UPSTREAM_UP, WAITERS,
+    LATENCY_BUCKETS, REGION_FAILOVERS_TOTAL, ROTATION_DETECTION_SECONDS,
+    SECRET_LAST_ROTATED_TIMESTAMP_SECONDS, SECRET_NEXT_ROTATION_TIMESTAMP_SECONDS,
+    SECRET_ROTATION_ENABLED, SECRET_STATUS, SINK_COMMANDS_TOTAL, SINK_WRITES_TOTAL,
+    TOKEN_RELOAD_FAILURES_TOTAL, UPSTREAM_BACKOFF_SECONDS, UPSTREAM_CONSECUTIVE_FAILURES,
+    UPSTREAM_REQUEST_DURATION_SECONDS, UPSTREAM_REQUESTS_TOTAL, UPSTREAM_UP, WAITERS,
 };
 use crate::credentials::DbName;
 
@@ -48,6 +48,8 @@ pub struct MetricSet {
     pub(crate) upstream_duration: HistogramVec,
     pub(crate) last_fetch: GaugeVec,
     pub(crate) upstream_up: IntGauge,
+    /// Secrets read from a fallback region while the primary failed, by region.
+    pub(crate) region_failovers: IntCounterVec,
     pub(crate) upstream_backoff: GaugeVec,
     pub(crate) upstream_failures: IntGaugeVec,
     pub(crate) secret_status: IntGaugeVec,
@@ -165,6 +167,11 @@ impl Metrics {
             upstream_up: b.int_gauge(
                 UPSTREAM_UP,
                 "1 if the last call to the secret source got an answer, 0 if it timed out, failed to connect or was throttled.",
+            ),
+            region_failovers: b.counters(
+                REGION_FAILOVERS_TOTAL,
+                "Secrets read from a fallback region because the primary region failed, by the region that answered.",
+                &["region"],
             ),
             upstream_backoff: b.gauges(
                 UPSTREAM_BACKOFF_SECONDS,

@@ -32,6 +32,20 @@ pub(crate) struct Clients {
     pub(crate) secrets: Box<dyn Source>,
     pub(crate) rds: Option<Box<dyn RdsApi>>,
     pub(crate) iam: Option<Box<dyn TokenSigner>>,
+    /// The region these clients call (`None` for the file source, or when no region is set).
+    pub(crate) region: Option<String>,
+    /// Secrets Manager in each fallback region a database names, by region.
+    pub(crate) replicas: Vec<(String, Box<dyn Source>)>,
+}
+
+impl Clients {
+    /// The source of secrets in fallback `region`, if a database names it.
+    pub(crate) fn replica(&self, region: &str) -> Option<&dyn Source> {
+        self.replicas
+            .iter()
+            .find(|(r, _)| r == region)
+            .map(|(_, source)| source.as_ref())
+    }
 }
 
 /// The sources a broker reads from: its own identity's clients, and those of each role a
@@ -50,12 +64,14 @@ impl Sources {
 }
 
 /// What the configured databases need besides a source of secrets.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Needs {
     /// A database is named by an RDS instance or cluster.
     rds: bool,
     /// A database logs in with an IAM auth token.
     iam: bool,
+    /// The fallback regions databases name.
+    regions: BTreeSet<String>,
 }
 
 /// Builds the configured source for `databases`: the RDS client and the token signer only when
@@ -70,6 +86,7 @@ pub(crate) async fn build<'a>(
         needs.rds |= db.rds().is_some();
         needs.iam |= matches!(db.login, Login::Iam(_));
         roles.extend(db.role.clone());
+        needs.regions.extend(db.fallback_regions.iter().cloned());
     }
     match config {
         SourceConfig::File { path } => Sources {
@@ -77,6 +94,8 @@ pub(crate) async fn build<'a>(
                 secrets: Box::new(file::FileSource::new(path.clone())),
                 rds: None,
                 iam: None,
+                region: None,
+                replicas: Vec::new(),
             },
             roles: Vec::new(),
         },
@@ -85,18 +104,31 @@ pub(crate) async fn build<'a>(
             let mut assumed = Vec::with_capacity(roles.len());
             for role in roles {
                 let role_sdk = assumed::assume(&sdk, &role).await;
-                assumed.push((role, aws_clients(&role_sdk, needs)));
+                assumed.push((role, aws_clients(&role_sdk, &needs)));
             }
             Sources {
-                own: aws_clients(&sdk, needs),
+                own: aws_clients(&sdk, &needs),
                 roles: assumed,
             }
         }
     }
 }
 
-/// The AWS clients of one SDK configuration (one identity).
-fn aws_clients(sdk: &aws_config::SdkConfig, needs: Needs) -> Clients {
+/// The AWS clients of one SDK configuration (one identity), with Secrets Manager in each
+/// fallback region.
+fn aws_clients(sdk: &aws_config::SdkConfig, needs: &Needs) -> Clients {
+    let replicas = needs
+        .regions
+        .iter()
+        .map(|region| {
+            let in_region = sdk
+                .to_builder()
+                .region(aws_config::Region::new(region.clone()))
+                .build();
+            let source = secrets_manager::SecretsManagerSource::new(&in_region);
+            (region.clone(), Box::new(source) as Box<dyn Source>)
+        })
+        .collect();
     Clients {
         secrets: Box::new(secrets_manager::SecretsManagerSource::new(sdk)),
         rds: needs
@@ -105,5 +137,7 @@ fn aws_clients(sdk: &aws_config::SdkConfig, needs: Needs) -> Clients {
         iam: needs
             .iam
             .then(|| Box::new(iam::IamSigner::new(sdk)) as Box<dyn TokenSigner>),
+        region: sdk.region().map(ToString::to_string),
+        replicas,
     }
 }

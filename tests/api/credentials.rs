@@ -42,9 +42,10 @@ async fn get_returns_the_documented_body_and_headers() {
     assert_eq!(body["stale"], false);
     assert_eq!(body["auth"], "password");
     assert_eq!(body["expires_at"], serde_json::Value::Null);
+    assert_eq!(body["region"], "us-east-1");
     assert_eq!(
         body.as_object().unwrap().len(),
-        16,
+        17,
         "exactly the documented fields: {body}"
     );
 }

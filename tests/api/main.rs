@@ -11,6 +11,7 @@ mod config;
 mod credentials;
 mod detection;
 mod examples;
+mod failover;
 mod hardening;
 mod hardening_upstream;
 mod helpers;

@@ -17,7 +17,7 @@ struct JsonBody<'a>(&'a Credentials, bool);
 impl Serialize for JsonBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let c = self.0;
-        let mut s = serializer.serialize_struct("Credentials", 16)?;
+        let mut s = serializer.serialize_struct("Credentials", 17)?;
         s.serialize_field("db", c.db.as_str())?;
         s.serialize_field("auth", c.auth.name())?;
         s.serialize_field("engine", &c.endpoint.engine)?;
@@ -28,6 +28,7 @@ impl Serialize for JsonBody<'_> {
         s.serialize_field("password", c.password())?;
         s.serialize_field("version_id", &c.version_id)?;
         s.serialize_field("secret_arn", &c.secret_arn)?;
+        s.serialize_field("region", &c.region)?;
         s.serialize_field(
             "fetched_at",
             &humantime::format_rfc3339_millis(c.fetched_at).to_string(),

@@ -48,6 +48,10 @@ struct ProxyState {
     arrivals: Mutex<Vec<Instant>>,
     delay_ms: AtomicU64,
     fault: Mutex<Fault>,
+    /// A fault for requests signed for one region only (the credential scope of their
+    /// `Authorization` header), and requests counted by operation and region.
+    region_fault: Mutex<Option<(String, Fault)>>,
+    region_counts: Mutex<HashMap<String, usize>>,
     /// When non-zero, STS `AssumeRole` answers say the credentials expire this many seconds
     /// from now (moto gives an hour, longer than a test).
     assumed_lifetime_s: AtomicU64,
@@ -71,6 +75,8 @@ impl Proxy {
             delay_ms: AtomicU64::new(0),
             fault: Mutex::new(Fault::None),
             assumed_lifetime_s: AtomicU64::new(0),
+            region_fault: Mutex::new(None),
+            region_counts: Mutex::new(HashMap::new()),
         });
         let client: HyperClient<HttpConnector, Full<Bytes>> =
             HyperClient::builder(TokioExecutor::new()).build_http();
@@ -110,6 +116,24 @@ impl Proxy {
     pub fn count_action(&self, action: &str) -> usize {
         let counts = self.state.counts.lock().unwrap();
         counts.get(&format!("query.{action}")).copied().unwrap_or(0)
+    }
+
+    /// Applies `fault` to the requests signed for `region` only; `None` ends it.
+    pub fn set_region_fault(&self, fault: Option<(&str, Fault)>) {
+        *self.state.region_fault.lock().unwrap() =
+            fault.map(|(region, fault)| (region.to_owned(), fault));
+    }
+
+    /// How many `X-Amz-Target: secretsmanager.<operation>` requests signed for `region` arrived.
+    pub fn count_in(&self, operation: &str, region: &str) -> usize {
+        let key = format!("secretsmanager.{operation}@{region}");
+        self.state
+            .region_counts
+            .lock()
+            .unwrap()
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Makes STS `AssumeRole` answers say their credentials expire `lifetime` from now.
@@ -181,6 +205,13 @@ async fn forward(
         .unwrap()
         .entry(target.clone())
         .or_default() += 1;
+    let region = signed_region(request.headers()).unwrap_or_default();
+    *state
+        .region_counts
+        .lock()
+        .unwrap()
+        .entry(format!("{target}@{region}"))
+        .or_default() += 1;
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -192,7 +223,10 @@ async fn forward(
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap())
     };
-    let fault = state.fault.lock().unwrap().clone();
+    let fault = match &*state.region_fault.lock().unwrap() {
+        Some((faulty, fault)) if *faulty == region => fault.clone(),
+        _ => state.fault.lock().unwrap().clone(),
+    };
     match fault {
         // An error from the service makes hyper drop the connection without a response.
         Fault::Reset => return Err(std::io::Error::other("injected reset")),
@@ -242,6 +276,13 @@ async fn forward(
         }
         Err(_) => answer(502, "{}"),
     }
+}
+
+/// The region a request is signed for: the third field of its `SigV4` credential scope.
+fn signed_region(headers: &hyper::HeaderMap) -> Option<String> {
+    let authorization = headers.get("authorization")?.to_str().ok()?;
+    let scope = authorization.split("Credential=").nth(1)?;
+    Some(scope.split('/').nth(2)?.to_owned())
 }
 
 /// An STS answer with its `<Expiration>` set to `lifetime` from now.
