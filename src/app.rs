@@ -363,14 +363,16 @@ impl Listeners {
     }
 }
 
-/// Re-reads the token files and fetches every database again, now (SIGHUP).
-async fn reload_now(clients: Option<&Arc<Clients>>, broker: &Broker) {
+/// Re-reads the token files and fetches every database again, now (SIGHUP); the fetches run
+/// in the background.
+async fn reload_now(clients: Option<&Arc<Clients>>, broker: &Arc<Broker>) {
     info!("reloading: re-reading token files and fetching every database again");
     if let Some(clients) = clients {
         let clients = Arc::clone(clients);
         let _ = tokio::task::spawn_blocking(move || clients.reload()).await;
     }
-    broker.fetch_all_now();
+    let broker = Arc::clone(broker);
+    tokio::spawn(async move { broker.fetch_all_now().await });
 }
 
 /// What the process is told to do while it serves (by a signal, in the binary).

@@ -159,16 +159,6 @@ impl Broker {
             state.metrics.observe_detection(delay.as_secs_f64());
         }
     }
-
-    /// Has the background task fetch every database now, whatever its schedule (the backoff of
-    /// a failing one included): what SIGHUP asks for.
-    pub fn fetch_all_now(&self) {
-        let now = Instant::now();
-        for state in self.dbs.values() {
-            *state.lock_next_fetch() = Some(now);
-            state.wake.notify_one();
-        }
-    }
 }
 
 impl Upstream {

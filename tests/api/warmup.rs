@@ -1,5 +1,6 @@
-//! Warm-up in batches against moto: many databases are read with `BatchGetSecretValue`, 20 at a
-//! time, counted at the fault proxy; a secret a batch cannot return is read on its own.
+//! Reads in batches against moto: many databases are read with `BatchGetSecretValue`, 20 at a
+//! time, counted at the fault proxy, at warm-up (RDS-named ones after their resolution) and on
+//! SIGHUP; a secret a batch cannot return is read on its own.
 
 use std::time::{Duration, Instant};
 
@@ -78,4 +79,66 @@ async fn a_missing_secret_among_them_is_reported_without_failing_the_others() {
         .await;
     assert_eq!(upstream.proxy.count("BatchGetSecretValue"), 2);
     assert!(upstream.proxy.count("GetSecretValue") >= 1);
+}
+
+#[tokio::test]
+async fn rds_named_databases_warm_in_one_batch_after_their_resolution() {
+    let upstream = Upstream::start().await;
+    let mut options = BrokerOptions::new(upstream.proxy.endpoint());
+    for i in 0..3 {
+        let id = format!("warm-rds-{i}");
+        upstream
+            .rds
+            .create_db_instance()
+            .db_instance_identifier(&id)
+            .engine("postgres")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .master_username("admin_user")
+            .manage_master_user_password(true)
+            .send()
+            .await
+            .expect("create_db_instance in moto");
+        options = options.rds_database(&format!("rds{i}"), "rds_instance", &id, "");
+    }
+    let broker = options.spawn().await;
+    broker.wait_ready(Duration::from_secs(20)).await;
+    assert_eq!(upstream.proxy.count("BatchGetSecretValue"), 1);
+    assert_eq!(upstream.proxy.count("GetSecretValue"), 0);
+    let body: Value = json_body(broker.get("rds1").await).await;
+    // moto fills the managed secret with a user of its own.
+    assert!(!body["username"].as_str().unwrap().is_empty());
+    assert!(body["secret_arn"].as_str().unwrap().contains("rds!db-"));
+}
+
+#[tokio::test]
+async fn sighup_fetches_every_database_again_in_batches() {
+    let upstream = Upstream::start().await;
+    let (options, _) = seeded(&upstream, 30).await;
+    let broker = options.spawn().await;
+    broker.wait_ready(Duration::from_secs(30)).await;
+    assert_eq!(upstream.proxy.count("BatchGetSecretValue"), 2);
+    let password = new_password("after-sighup");
+    upstream
+        .rotate(
+            "warm/db007",
+            &json!({"username": "app", "password": password}),
+        )
+        .await;
+    signal(broker.pid(), "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.proxy.count("BatchGetSecretValue") < 4 {
+        assert!(Instant::now() < deadline, "no batch read after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give single reads, if any were made, the time to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(upstream.proxy.count("BatchGetSecretValue"), 4);
+    assert_eq!(
+        upstream.proxy.count("GetSecretValue"),
+        0,
+        "30 databases, no single read"
+    );
+    let body: Value = json_body(broker.get("db007").await).await;
+    assert_eq!(body["password"], password.as_str(), "the rotated password");
 }
