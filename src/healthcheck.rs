@@ -1,11 +1,12 @@
 //! The `healthcheck` subcommand's probe: one `GET /readyz` to a running broker's admin listener,
-//! so container health checks need no curl in a distroless image.
+//! so container health checks need no curl in a distroless image; and the one GET both it and
+//! the `status` subcommand make.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::http::{Request, StatusCode, Uri, header};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -23,20 +24,36 @@ pub enum ProbeError {
     Http(String, hyper::Error),
     #[error("{0} answered {1}")]
     NotReady(String, StatusCode),
+    #[error("the answer of {0} is longer than {MAX_ANSWER} bytes or cut short")]
+    Body(String),
 }
 
-/// The readiness URL of the admin listener at `admin`: a wildcard address is probed on loopback.
+/// The longest answer read (a status of some 10,000 databases).
+const MAX_ANSWER: usize = 4 << 20;
+
+/// The readiness URL of the admin listener at `admin`.
 pub fn readiness_url(admin: SocketAddr) -> String {
+    format!("{}/readyz", admin_url(admin))
+}
+
+/// The base URL of the admin listener at `admin`: a wildcard address is reached on loopback.
+pub fn admin_url(admin: SocketAddr) -> String {
     let ip = match admin.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/readyz", SocketAddr::new(ip, admin.port()))
+    format!("http://{}", SocketAddr::new(ip, admin.port()))
 }
 
 /// Sends `GET url` and succeeds only on a 200 answer within `timeout`.
 pub async fn probe(url: &str, timeout: Duration) -> Result<(), ProbeError> {
+    get(url, timeout).await.map(drop)
+}
+
+/// Sends `GET url` and returns the body of a 200 answer within `timeout` (at most
+/// [`MAX_ANSWER`] bytes); any other status is an error.
+pub async fn get(url: &str, timeout: Duration) -> Result<Bytes, ProbeError> {
     let uri: Uri = url.parse().map_err(|_| ProbeError::BadUrl(url.into()))?;
     let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
         return Err(ProbeError::BadUrl(url.into()));
@@ -61,7 +78,11 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<(), ProbeError> {
             .await
             .map_err(|e| ProbeError::Http(url.into(), e))?;
         match response.status() {
-            StatusCode::OK => Ok(()),
+            StatusCode::OK => Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map(http_body_util::Collected::to_bytes)
+                .map_err(|_| ProbeError::Body(url.into())),
             status => Err(ProbeError::NotReady(url.into(), status)),
         }
     };

@@ -21,6 +21,7 @@ pub mod metrics;
 mod server;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod telemetry;
 
 pub use app::App;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use credential_broker::app::Control;
-use credential_broker::{App, Config, EXIT_USAGE, hardening, healthcheck, telemetry};
+use credential_broker::{App, Config, EXIT_USAGE, hardening, healthcheck, status, telemetry};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -44,6 +44,21 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
         /// Give up after this long (e.g. `2s`, `500ms`).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Print every database's state (fresh, stale, expired, not fetched, deleted), version, age,
+    /// secret status, rotation dates and failures from a running broker's `GET /status` (its
+    /// admin listener from the configuration, or `--url`); exit 0 when every database is fresh,
+    /// 1 otherwise.
+    Status {
+        /// The admin listener's URL (`http://127.0.0.1:2776`) instead of the configuration's.
+        #[arg(long)]
+        url: Option<String>,
+        /// `table`, or `json` for scripts.
+        #[arg(long, value_enum, default_value = "table")]
+        output: status::Output,
+        /// Give up after this long.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
@@ -84,6 +99,14 @@ async fn run() -> ExitCode {
     {
         return health(url, *timeout).await;
     }
+    if let Some(Command::Status {
+        url: Some(url),
+        output,
+        timeout,
+    }) = &cli.command
+    {
+        return show_status(&status::status_url(url), *output, *timeout).await;
+    }
     let agent_mode = cli.agent_config.is_some();
     let loaded = match (&cli.agent_config, &cli.config) {
         (Some(path), _) => Config::load_agent_file(path),
@@ -111,6 +134,12 @@ async fn run() -> ExitCode {
         Some(Command::Healthcheck { timeout, .. }) => {
             let url = healthcheck::readiness_url(config.server.admin_listen);
             return health(&url, timeout).await;
+        }
+        Some(Command::Status {
+            output, timeout, ..
+        }) => {
+            let url = status::status_url(&healthcheck::admin_url(config.server.admin_listen));
+            return show_status(&url, output, timeout).await;
         }
         Some(Command::Serve) | None => {}
     }
@@ -215,6 +244,24 @@ impl Signals {
             if control.send(command).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Runs the `status` subcommand: prints the status, exits 0 when every database is fresh.
+async fn show_status(url: &str, output: status::Output, timeout: Duration) -> ExitCode {
+    match status::fetch(url, output, timeout).await {
+        Ok((text, all_fresh)) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            if all_fresh {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("credential-broker status: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -18,6 +18,7 @@ mod schedule;
 mod secret_cache;
 mod serve;
 mod state;
+mod status;
 mod stored;
 mod topology;
 mod upstream;
@@ -30,6 +31,7 @@ pub use secret_cache::{SecretKey, ServedSecret};
 pub(crate) use serve::BrokerSettings;
 pub use serve::{Broker, Readiness, Served};
 pub use state::VersionInfo;
+pub use status::{DbCondition, DbStatus};
 pub use watch::{VersionEvent, VersionWatch, Waited};
 
 #[cfg(test)]

@@ -184,6 +184,11 @@ impl Upstream {
             facts.last_rotated,
             facts.next_rotation,
         );
+        *state
+            .rotation_dates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (facts.last_rotated, facts.next_rotation);
         if let Some(version) = &facts.pending_version {
             debug!(db = %name, pending_version = %version, "a rotation is under way");
             state.pending_hint.store(true, Ordering::Release);

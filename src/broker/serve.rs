@@ -201,7 +201,7 @@ impl Broker {
 
     /// How long `credentials` are served fresh, and how long in all (stale after the first): the
     /// TTL and the stale allowance; for an IAM token, within its validity.
-    fn lifetime(&self, credentials: &Credentials) -> (Duration, Duration) {
+    pub(super) fn lifetime(&self, credentials: &Credentials) -> (Duration, Duration) {
         match credentials.valid_for() {
             None => (self.ttl, self.ttl + self.max_stale),
             Some(valid) => {
@@ -380,6 +380,7 @@ impl Broker {
         state
             .metrics
             .set_backoff(backoff.as_secs_f64(), flight.failures);
+        state.failures.store(flight.failures, Ordering::Release);
         flight.last = Some((now, result.clone()));
         let first = state.lock_next_fetch().replace(now + next).is_none();
         if first {

@@ -1,7 +1,7 @@
 //! What the broker keeps per configured database for as long as it runs: readiness, the flight,
 //! the background schedule, the last version and topology seen, and the metric series.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,6 +45,10 @@ pub(super) struct DbState {
     /// Until when rotation checks run at the watch interval whatever the schedule (after a
     /// refresh request).
     watch_until: Mutex<Option<Instant>>,
+    /// The last and next rotation the source told, for the operator's view.
+    pub(super) rotation_dates: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+    /// Fetches failed in a row.
+    pub(super) failures: AtomicU32,
 }
 
 impl DbState {
@@ -65,6 +69,8 @@ impl DbState {
             rejected: AtomicBool::new(false),
             published: tokio::sync::watch::Sender::new(Published::Nothing),
             watch_until: Mutex::new(None),
+            rotation_dates: Mutex::new((None, None)),
+            failures: AtomicU32::new(0),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Handlers of the admin listener: liveness, readiness and Prometheus metrics.
+//! Handlers of the admin listener: liveness, readiness, the operator's status of every
+//! database, and Prometheus metrics.
 
 use std::sync::Arc;
 
@@ -6,9 +7,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use std::time::SystemTime;
 
-use crate::broker::Broker;
+use serde_json::{Value, json};
+
+use crate::broker::{Broker, DbCondition, DbStatus};
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 
@@ -56,6 +59,35 @@ pub(crate) async fn readyz(State(ready): State<ReadyState>) -> Response {
         })),
     )
         .into_response()
+}
+
+/// Every database's state, version, age, rotation dates and failures, sorted by name, with no
+/// secret; `all_fresh` says whether every one is fresh.
+pub(crate) async fn status(State(ready): State<ReadyState>) -> Response {
+    let all = ready.broker.status();
+    let all_fresh = all.iter().all(|db| db.condition == DbCondition::Fresh);
+    let databases: Vec<Value> = all.iter().map(status_json).collect();
+    Json(json!({ "all_fresh": all_fresh, "databases": databases })).into_response()
+}
+
+fn status_json(db: &DbStatus) -> Value {
+    let time =
+        |at: Option<SystemTime>| at.map(|at| humantime::format_rfc3339_seconds(at).to_string());
+    json!({
+        "db": db.db.as_str(),
+        "state": db.condition.name(),
+        "version_id": db.version_id,
+        "fetched_at": time(db.fetched_at),
+        "age_seconds": db.age.map(|age| (age.as_secs_f64() * 1000.0).round() / 1000.0),
+        "auth": db.auth.map(crate::credentials::Auth::name),
+        "region": db.region,
+        "expires_at": time(db.expires_at),
+        "secret_status": db.secret_status,
+        "last_rotated": time(db.last_rotated),
+        "next_rotation": time(db.next_rotation),
+        "consecutive_failures": db.consecutive_failures,
+        "next_retry_at": time(db.next_retry),
+    })
 }
 
 pub(crate) async fn metrics(State(metrics): State<Metrics>) -> Response {

@@ -75,11 +75,13 @@ pub fn api_service(
     Front::new(state, router)
 }
 
-/// The admin listener: `/healthz`, `/readyz` (which waits for `sinks` too), `/metrics`.
+/// The admin listener: `/healthz`, `/readyz` (which waits for `sinks` too), `/status`,
+/// `/metrics`.
 pub fn admin_router(broker: Arc<Broker>, sinks: Arc<[Arc<Sink>]>, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
+        .route("/status", get(admin::status))
         .with_state(admin::ReadyState { broker, sinks })
         .route("/metrics", get(admin::metrics).with_state(metrics.clone()))
         .fallback(route::not_found)

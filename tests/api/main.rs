@@ -28,6 +28,7 @@ mod roles;
 mod schemathesis;
 mod security;
 mod sinks;
+mod status;
 mod upstream;
 mod warmup;
 mod watch;

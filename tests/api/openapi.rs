@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{BrokerOptions, TOKEN, Upstream, new_password};
 
-fn spec() -> Value {
+pub fn spec() -> Value {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     serde_norway::from_str(&text).expect("openapi.yaml is YAML")
@@ -162,6 +162,7 @@ fn every_documented_path_is_routed() {
         "/credentials/{db}/events",
         "/healthz",
         "/readyz",
+        "/status",
         "/metrics",
         // The AWS agent's API, on its own listener (tests/api/agent.rs).
         "/secretsmanager/get",
