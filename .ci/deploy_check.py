@@ -229,7 +229,7 @@ def ecs_pgbouncer(binary: str) -> None:
                   and a["containerPath"] == b["containerPath"],
                   f"{path} must be on one task volume mounted at one path in both containers")
             if a is not None:
-                check(re.search(r"^COPY --from=build --chown=65532:65532 \S+ %s$" % re.escape(a["containerPath"]), dockerfile, re.M) is not None,
+                check(re.search(r"^COPY --from=binary --chown=65532:65532 \S+ %s$" % re.escape(a["containerPath"]), dockerfile, re.M) is not None,
                       f"the image must hold {a['containerPath']} owned by 65532 (a Fargate bind mount is root's otherwise)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = pathlib.Path(tmp)
