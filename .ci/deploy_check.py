@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -351,6 +352,72 @@ def k8s_pgbouncer(binary: str) -> None:
     finish("k8s PgBouncer: kustomization, auth_file, pid file, shared volume, process namespace, uid")
 
 
+def k8s_node(binary: str) -> None:
+    """The node-level mode: the socket on one hostPath for broker and workload, the group and
+    uids of the configuration matching the pods', the kustomization complete, check-config."""
+    k = DOCKER / "k8s/node"
+    kustomization = load_yaml(k / "kustomization.yaml")
+    present = {p.name for p in k.glob("*.yaml")} - {"kustomization.yaml"}
+    check(set(kustomization.get("resources", [])) == present, f"node/kustomization.yaml resources differ from {sorted(present)}")
+    data = load_yaml(k / "configmap.yaml")["data"]
+    config = tomllib.loads(data["config.toml"])
+    socket = config["server"]["unix_socket"]
+    socket_dir = str(pathlib.PurePosixPath(socket["path"]).parent)
+    check(config["server"].get("listen") == "off", "node: the TCP API must be off (pods use the socket)")
+    check(config["server"].get("admin_listen") == f"0.0.0.0:{ADMIN_PORT}", "node: admin_listen must be 0.0.0.0 for probes")
+    daemon = load_yaml(k / "daemonset.yaml")["spec"]["template"]["spec"]
+    broker = next(c for c in daemon["containers"] if c["name"] == "credential-broker")
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in daemon["volumes"] if "hostPath" in v}
+    mount = next((m for m in broker["volumeMounts"] if m["mountPath"] == socket_dir), None)
+    check(mount is not None and host_paths.get(mount["name"]) == socket_dir,
+          f"node: the broker must mount hostPath {socket_dir} at {socket_dir}")
+    init = daemon.get("initContainers", [{}])[0]
+    uid = broker["securityContext"]["runAsUser"]
+    check(f"chown {uid}:{socket['group']} {socket_dir}" in " ".join(init.get("command", [])),
+          f"node: the init container must give {socket_dir} to {uid}:{socket['group']}")
+    workload = load_yaml(k / "workload.yaml")["spec"]["template"]["spec"]
+    w_paths = {v["name"]: v["hostPath"]["path"] for v in workload["volumes"] if "hostPath" in v}
+    mounts = [m for c in workload["containers"] for m in c.get("volumeMounts", [])]
+    check(any(m["mountPath"] == socket_dir and w_paths.get(m["name"]) == socket_dir for m in mounts),
+          f"node: the workload must mount hostPath {socket_dir} at {socket_dir}")
+    context = workload["securityContext"]
+    check(socket["group"] in context.get("supplementalGroups", []), "node: the workload must join the socket's group")
+    uids = {u: name for name, c in config.get("clients", {}).items() for u in c.get("unix_uids", [])}
+    check(context.get("runAsUser") in uids, f"node: the workload's uid {context.get('runAsUser')} is no client's unix_uids")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = pathlib.Path(tmp) / "run"
+        run_dir.mkdir(mode=0o750)
+        embedded = pathlib.Path(tmp) / "config.toml"
+        embedded.write_text(data["config.toml"].replace(socket_dir, str(run_dir)))
+        run_check_config(binary, embedded, {}, "docker/k8s/node/configmap.yaml data.config.toml")
+    finish("k8s node-level: socket hostPath, group and uids, kustomization, check-config")
+
+
+def overlays(out_dir: str) -> None:
+    """Renders each overlay with kubectl's kustomize; checks the broker's image is the overlay's;
+    writes the objects kubernetes-validate knows (not the PodMonitor CRD) to OUT/NAME.yaml."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        errors.append("kubectl (with its built-in kustomize) is missing: it renders docker/k8s-overlays")
+        return finish("kustomize overlays")
+    for overlay in sorted((DOCKER / "k8s-overlays").iterdir()):
+        kustomization = load_yaml(overlay / "kustomization.yaml")
+        result = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            errors.append(f"{overlay.name}: kubectl kustomize failed: {result.stderr.strip()}")
+            continue
+        objects = [o for o in yaml.safe_load_all(result.stdout) if o]
+        image = kustomization["images"][0]
+        wanted = f"{image['newName']}:{image['newTag']}"
+        brokers = [c["image"] for o in objects if o["kind"] in ("Deployment", "DaemonSet")
+                   for c in o["spec"]["template"]["spec"].get("initContainers", []) + o["spec"]["template"]["spec"]["containers"]
+                   if c["name"] == "credential-broker"]
+        check(brokers != [] and all(i == wanted for i in brokers), f"{overlay.name}: broker images {brokers}, not {wanted}")
+        known = [o for o in objects if o["kind"] != "PodMonitor"]
+        pathlib.Path(out_dir, f"{overlay.name}.yaml").write_text(yaml.safe_dump_all(known))
+    finish("kustomize overlays: rendered, broker image set")
+
+
 # --- Grafana -----------------------------------------------------------------------------------
 
 
@@ -454,4 +521,4 @@ def configs(binary: str) -> None:
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"ecs": ecs, "k8s": k8s, "k8s_pgbouncer": k8s_pgbouncer, "ecs_pgbouncer": ecs_pgbouncer, "dashboard": dashboard, "metrics": metrics, "configs": configs}[command](*args)
+    {"ecs": ecs, "k8s": k8s, "k8s_pgbouncer": k8s_pgbouncer, "k8s_node": k8s_node, "overlays": overlays, "ecs_pgbouncer": ecs_pgbouncer, "dashboard": dashboard, "metrics": metrics, "configs": configs}[command](*args)

@@ -18,6 +18,7 @@ mod helpers;
 mod hostile;
 mod iam;
 mod lifecycle;
+mod node;
 mod openapi;
 mod pg;
 mod pools;
