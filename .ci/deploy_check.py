@@ -442,6 +442,7 @@ def dashboard(rules_out: str) -> None:
             continue
         check(panel.get("datasource", {}).get("uid") == "${DS_PROMETHEUS}", f"panel {panel['title']}: datasource is not ${{DS_PROMETHEUS}}")
         check(bool(panel.get("targets")), f"panel {panel['title']}: no queries")
+        check(bool(panel.get("fieldConfig", {}).get("defaults", {}).get("unit")), f"panel {panel['title']}: no unit")
         for t in panel.get("targets", []):
             expr = t["expr"]
             for var, value in (("$__rate_interval", "5m"), ("$__interval", "1m"), ("$__range", "1h"), ("$db", ".*")):

@@ -9,6 +9,7 @@ mod agent;
 mod auth;
 mod config;
 mod credentials;
+mod dashboards;
 mod detection;
 mod examples;
 mod failover;

@@ -1,15 +1,18 @@
 //! Shared test harness, split by concern: a real moto server per test (`moto`), a counting (and
 //! delaying, fault-injecting) proxy in front of it (`proxy`), the real broker binary (`broker`),
-//! and reading its metrics (`metrics`); here, what they all share.
+//! reading its metrics (`metrics`), and a real Prometheus scraping it (`prometheus`); here, what
+//! they all share.
 
 mod broker;
 mod metrics;
 mod moto;
+mod prometheus;
 mod proxy;
 
 pub use broker::*;
 pub use metrics::*;
 pub use moto::*;
+pub use prometheus::*;
 pub use proxy::*;
 
 use serde_json::Value;

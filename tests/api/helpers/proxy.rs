@@ -52,6 +52,8 @@ struct ProxyState {
     /// `Authorization` header), and requests counted by operation and region.
     region_fault: Mutex<Option<(String, Fault)>>,
     region_counts: Mutex<HashMap<String, usize>>,
+    /// Texts replaced in every answer forwarded from moto (an RDS status moto never gives).
+    rewrites: Mutex<Vec<(String, String)>>,
     /// When non-zero, STS `AssumeRole` answers say the credentials expire this many seconds
     /// from now (moto gives an hour, longer than a test).
     assumed_lifetime_s: AtomicU64,
@@ -77,6 +79,7 @@ impl Proxy {
             assumed_lifetime_s: AtomicU64::new(0),
             region_fault: Mutex::new(None),
             region_counts: Mutex::new(HashMap::new()),
+            rewrites: Mutex::new(Vec::new()),
         });
         let client: HyperClient<HttpConnector, Full<Bytes>> =
             HyperClient::builder(TokioExecutor::new()).build_http();
@@ -134,6 +137,14 @@ impl Proxy {
             .get(&key)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Replaces each `(from, to)` text in every answer forwarded from moto; empty: none.
+    pub fn set_rewrites(&self, rewrites: &[(&str, &str)]) {
+        *self.state.rewrites.lock().unwrap() = rewrites
+            .iter()
+            .map(|(from, to)| ((*from).to_owned(), (*to).to_owned()))
+            .collect();
     }
 
     /// Makes STS `AssumeRole` answers say their credentials expire `lifetime` from now.
@@ -265,6 +276,14 @@ async fn forward(
                     answer.insert(key.clone(), value.clone());
                 }
                 bytes = Bytes::from(Value::Object(answer).to_string());
+            }
+            let rewrites = state.rewrites.lock().unwrap().clone();
+            if !rewrites.is_empty() {
+                let mut text = String::from_utf8_lossy(&bytes).into_owned();
+                for (from, to) in &rewrites {
+                    text = text.replace(from, to);
+                }
+                bytes = Bytes::from(text);
             }
             let lifetime = state.assumed_lifetime_s.load(Ordering::SeqCst);
             if lifetime > 0 && target == "query.AssumeRole" {
