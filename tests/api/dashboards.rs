@@ -94,18 +94,7 @@ async fn every_alert_and_dashboard_query_returns_series_from_a_scraped_broker() 
             )
             .await;
     }
-    upstream
-        .rds
-        .create_db_instance()
-        .db_instance_identifier("dash-db")
-        .engine("postgres")
-        .db_instance_class("db.t3.micro")
-        .allocated_storage(20)
-        .master_username("admin_user")
-        .manage_master_user_password(true)
-        .send()
-        .await
-        .expect("create_db_instance in moto");
+    upstream.create_managed_instance("dash-db").await;
     let dir = tempfile::tempdir().unwrap();
     let (app_file, ops_file) = (dir.path().join("app.token"), dir.path().join("ops.token"));
     replace_token(&app_file, APP_TOKEN);

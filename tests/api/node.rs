@@ -4,7 +4,7 @@
 //! socket's group cannot connect.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -53,38 +53,16 @@ fn node_config(socket_dir: &str, endpoint: &str) -> String {
 /// curl over the socket as `uid` with `groups`; the HTTP status (0: could not connect).
 fn curl_as(uid: u32, groups: &[u32], socket: &std::path::Path, path: &str) -> u16 {
     let groups: Vec<String> = groups.iter().map(ToString::to_string).collect();
-    let mut command = Command::new("setpriv");
-    command
+    let mut setpriv = Command::new("setpriv");
+    setpriv
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={uid}"));
     if groups.is_empty() {
-        command.arg("--clear-groups");
+        setpriv.arg("--clear-groups");
     } else {
-        command.arg(format!("--groups={}", groups.join(",")));
+        setpriv.arg(format!("--groups={}", groups.join(",")));
     }
-    let output = command
-        .args([
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
-        .arg("--unix-socket")
-        .arg(socket)
-        .arg(format!("http://localhost{path}"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run setpriv/curl (apt-get install util-linux curl): {e}")
-        });
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    curl_unix_status(setpriv, socket, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,20 @@ async fn client_as(upstream: &Upstream, role: &str) -> aws_sdk_secretsmanager::C
     aws_sdk_secretsmanager::Client::new(&sdk)
 }
 
+/// Creates the secret `shared/orders` in the role's account (as the role); its password.
+async fn seed_in_role_account(upstream: &Upstream) -> String {
+    let password = new_password("cross-account");
+    client_as(upstream, ROLE)
+        .await
+        .create_secret()
+        .name("shared/orders")
+        .secret_string(json!({"username": "app", "password": password}).to_string())
+        .send()
+        .await
+        .expect("create_secret as the assumed role");
+    password
+}
+
 /// A broker with `cross` read through [`ROLE`] and `own` with its own credentials, both naming
 /// the secret `shared/orders`.
 async fn role_broker(upstream: &Upstream, ttl: &'static str) -> TestBroker {
@@ -53,15 +67,7 @@ async fn role_broker(upstream: &Upstream, ttl: &'static str) -> TestBroker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_with_a_role_is_read_in_that_account_and_the_role_is_assumed_once() {
     let upstream = Upstream::start().await;
-    let password = new_password("cross-account");
-    client_as(&upstream, ROLE)
-        .await
-        .create_secret()
-        .name("shared/orders")
-        .secret_string(json!({"username": "app", "password": password}).to_string())
-        .send()
-        .await
-        .expect("create_secret as the assumed role");
+    let password = seed_in_role_account(&upstream).await;
     let seeded = upstream.proxy.count_action("AssumeRole");
     assert_eq!(seeded, 1, "the seeding client assumed the role once");
 
@@ -90,15 +96,7 @@ async fn a_database_with_a_role_is_read_in_that_account_and_the_role_is_assumed_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_role_is_assumed_again_before_its_credentials_expire() {
     let upstream = Upstream::start().await;
-    let password = new_password("cross-renew");
-    client_as(&upstream, ROLE)
-        .await
-        .create_secret()
-        .name("shared/orders")
-        .secret_string(json!({"username": "app", "password": password}).to_string())
-        .send()
-        .await
-        .unwrap();
+    seed_in_role_account(&upstream).await;
     // Credentials of 8 s: renewed in their last quarter, so about every 6 s.
     upstream.proxy.set_assumed_lifetime(Duration::from_secs(8));
     let seeded = upstream.proxy.count_action("AssumeRole");

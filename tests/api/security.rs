@@ -3,14 +3,16 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::process::Stdio;
+
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
-use crate::helpers::{BrokerOptions, Upstream, json_body, metric, new_password, passwords};
+use crate::helpers::{
+    BrokerOptions, Upstream, curl_unix_status, json_body, metric, new_password, passwords,
+};
 
 const TOKEN_A: &str = "token-of-client-a-7d1e0c";
 const TOKEN_B: &str = "token-of-client-b-91aa2f";
@@ -258,30 +260,9 @@ async fn unix_get(socket: &Path, path: &str, token: Option<&str>) -> (u16, Strin
 
 /// Runs curl as `user` against the Unix socket; returns the HTTP status it saw (0: no answer).
 fn curl_as(user: &str, socket: &Path, path: &str) -> u16 {
-    let output = std::process::Command::new("runuser")
-        .args([
-            "-u",
-            user,
-            "--",
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg("--max-time")
-        .arg("5")
-        .arg("--unix-socket")
-        .arg(socket)
-        .arg(format!("http://localhost{path}"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run runuser/curl (apt-get install curl): {e}"));
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let mut runuser = std::process::Command::new("runuser");
+    runuser.args(["-u", user, "--"]);
+    curl_unix_status(runuser, socket, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,18 +87,7 @@ async fn rds_named_databases_warm_in_one_batch_after_their_resolution() {
     let mut options = BrokerOptions::new(upstream.proxy.endpoint());
     for i in 0..3 {
         let id = format!("warm-rds-{i}");
-        upstream
-            .rds
-            .create_db_instance()
-            .db_instance_identifier(&id)
-            .engine("postgres")
-            .db_instance_class("db.t3.micro")
-            .allocated_storage(20)
-            .master_username("admin_user")
-            .manage_master_user_password(true)
-            .send()
-            .await
-            .expect("create_db_instance in moto");
+        upstream.create_managed_instance(&id).await;
         options = options.rds_database(&format!("rds{i}"), "rds_instance", &id, "");
     }
     let broker = options.spawn().await;
@@ -118,6 +107,16 @@ async fn sighup_fetches_every_database_again_in_batches() {
     let broker = options.spawn().await;
     broker.wait_ready(Duration::from_secs(30)).await;
     assert_eq!(upstream.proxy.count("BatchGetSecretValue"), 2);
+    // The first rotation checks run at start: let them pass, or one could see the rotation
+    // below and fetch it on its own.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.proxy.count("DescribeSecret") < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the first rotation checks did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let password = new_password("after-sighup");
     upstream
         .rotate(

@@ -439,3 +439,29 @@ impl std::ops::DerefMut for FileBroker {
         &mut self.broker
     }
 }
+
+/// Runs curl through `wrapper` (a command that takes another: `runuser -u USER --`, `setpriv
+/// ...`) against the Unix socket; returns the HTTP status it saw (0: no answer).
+pub fn curl_unix_status(mut wrapper: Command, socket: &Path, path: &str) -> u16 {
+    let output = wrapper
+        .args([
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg("--unix-socket")
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {wrapper:?} curl (apt-get install curl): {e}"));
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}

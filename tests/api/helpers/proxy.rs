@@ -350,6 +350,22 @@ impl Upstream {
         }
     }
 
+    /// Creates a PostgreSQL RDS instance whose master password RDS keeps in Secrets Manager
+    /// (moto makes the `rds!db-…` secret).
+    pub async fn create_managed_instance(&self, id: &str) {
+        self.rds
+            .create_db_instance()
+            .db_instance_identifier(id)
+            .engine("postgres")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .master_username("admin_user")
+            .manage_master_user_password(true)
+            .send()
+            .await
+            .expect("create_db_instance in moto");
+    }
+
     /// Creates a secret whose `SecretString` is `value` and returns its ARN.
     pub async fn create_secret(&self, name: &str, value: &Value) -> String {
         self.create_secret_string(name, &value.to_string()).await
