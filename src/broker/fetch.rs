@@ -11,7 +11,7 @@ use super::error::BrokerError;
 use super::state::DbState;
 use super::upstream::Upstream;
 use crate::config::{Login, SecretRef};
-use crate::credentials::{Credentials, MalformedSecret, SecretVersion};
+use crate::credentials::{Credentials, DbName, MalformedSecret, SecretVersion};
 use crate::source::{Call, SourceError, Topology, Version};
 
 /// How one read of a secret goes.
@@ -67,18 +67,13 @@ impl Upstream {
         let mut source = clients.secrets.as_ref();
         let mut region = clients.region.as_deref();
         let operation = source.operation(Call::Read);
-        let secret_id = |topology: &Option<Arc<Topology>>| {
-            match (reference, topology) {
+        let secret_id = |topology: &Option<Arc<Topology>>| match (reference, topology) {
             (SecretRef::SecretId(id), _) => Ok(id.clone()),
-            (SecretRef::Rds(target), Some(t)) => t.secret_arn.clone().ok_or_else(|| {
-                let id = target.id();
-                warn!(db = %name, rds = %id, "the RDS database has no master user secret");
-                BrokerError::from(SourceError::NotManaged(format!(
-                    "{id} has no master user secret in Secrets Manager (ManageMasterUserPassword is off)"
-                )))
-            }),
+            (SecretRef::Rds(target), Some(t)) => t
+                .secret_arn
+                .clone()
+                .ok_or_else(|| not_managed(name, target.id())),
             (SecretRef::Rds(_), None) => unreachable!("RDS databases always have a topology"),
-        }
         };
         let mut id = secret_id(&topology)?;
         let mut result = match plan.prefetched {
@@ -148,4 +143,14 @@ impl Upstream {
         }
         Ok(credentials)
     }
+}
+
+/// An RDS database without a master user secret (`ManageMasterUserPassword` off), for a
+/// password login: logged, and reported as its secret not found.
+fn not_managed(db: &DbName, rds: &str) -> BrokerError {
+    warn!(db = %db, rds = %rds, "the RDS database has no master user secret");
+    SourceError::NotManaged(format!(
+        "{rds} has no master user secret in Secrets Manager (ManageMasterUserPassword is off)"
+    ))
+    .into()
 }

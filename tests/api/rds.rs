@@ -456,3 +456,38 @@ async fn a_deleted_instance_answers_410_and_the_other_databases_keep_working() {
         .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_a_managed_master_secret_is_reported_for_a_password_login() {
+    let upstream = Upstream::start().await;
+    upstream
+        .rds
+        .create_db_instance()
+        .db_instance_identifier("self-managed")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username(MASTER_USER)
+        .master_user_password("kept-by-the-team-not-by-rds")
+        .send()
+        .await
+        .expect("create_db_instance in moto");
+    let broker = BrokerOptions::new(upstream.proxy.endpoint())
+        .rds_database("legacy", "rds_instance", "self-managed", "")
+        .cold()
+        .spawn()
+        .await;
+    let response = broker.get("legacy").await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        json_body(response).await["error"]["code"],
+        "secret_not_found"
+    );
+    assert!(
+        broker
+            .log_text()
+            .contains("the RDS database has no master user secret"),
+        "the reason is logged"
+    );
+    assert_eq!(upstream.proxy.count("GetSecretValue"), 0);
+}
