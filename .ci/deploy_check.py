@@ -243,6 +243,13 @@ def ecs_pgbouncer(binary: str) -> None:
     finish("ecs/pgbouncer-task-definition.json (RegisterTaskDefinition shape, pidMode, shared volume, uid, image path)")
 
 
+def check_kustomization(k: pathlib.Path, left_out: set[str] = frozenset()) -> None:
+    """The kustomization in `k` lists every manifest beside it but `left_out`."""
+    listed = set(load_yaml(k / "kustomization.yaml").get("resources", []))
+    present = {p.name for p in k.glob("*.yaml")} - {"kustomization.yaml"} - left_out
+    check(listed == present, f"{k.name}/kustomization.yaml resources {sorted(listed)} differ from the manifests {sorted(present)}")
+
+
 def k8s() -> None:
     import jsonschema
 
@@ -253,10 +260,7 @@ def k8s() -> None:
     if errors:
         return finish("k8s: PodMonitor (minimal CRD schema)")
 
-    kustomization = load_yaml(k / "kustomization.yaml")
-    listed = set(kustomization.get("resources", []))
-    present = {p.name for p in k.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
-    check(listed == present, f"kustomization.yaml resources {sorted(listed)} differ from the manifests {sorted(present)}")
+    check_kustomization(k, {"secret.example.yaml"})
 
     deployment = load_yaml(k / "deployment.yaml")
     pod = deployment["spec"]["template"]
@@ -306,9 +310,7 @@ def k8s() -> None:
 
 def k8s_pgbouncer(binary: str) -> None:
     k = DOCKER / "k8s/pgbouncer"
-    kustomization = load_yaml(k / "kustomization.yaml")
-    present = {p.name for p in k.glob("*.yaml")} - {"kustomization.yaml"}
-    check(set(kustomization.get("resources", [])) == present, f"pgbouncer/kustomization.yaml resources differ from {sorted(present)}")
+    check_kustomization(k)
     data = load_yaml(k / "configmap.yaml")["data"]
     config = tomllib.loads(data["config.toml"])
     ini = dict(
@@ -356,9 +358,7 @@ def k8s_node(binary: str) -> None:
     """The node-level mode: the socket on one hostPath for broker and workload, the group and
     uids of the configuration matching the pods', the kustomization complete, check-config."""
     k = DOCKER / "k8s/node"
-    kustomization = load_yaml(k / "kustomization.yaml")
-    present = {p.name for p in k.glob("*.yaml")} - {"kustomization.yaml"}
-    check(set(kustomization.get("resources", [])) == present, f"node/kustomization.yaml resources differ from {sorted(present)}")
+    check_kustomization(k)
     data = load_yaml(k / "configmap.yaml")["data"]
     config = tomllib.loads(data["config.toml"])
     socket = config["server"]["unix_socket"]

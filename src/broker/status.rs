@@ -75,7 +75,12 @@ impl Broker {
     fn status_of(&self, state: &DbState) -> DbStatus {
         let now = Instant::now();
         let cached = self.cache.get(&state.name);
-        let deleted = *state.published.borrow() == Published::Deleted;
+        // What the watchers were last told: a deletion, or the version last served.
+        let (deleted, published) = match &*state.published.borrow() {
+            Published::Deleted => (true, None),
+            Published::Version(info) => (false, Some(info.clone())),
+            Published::Nothing => (false, None),
+        };
         let condition = match &cached {
             _ if deleted => DbCondition::Deleted,
             Some(c) => {
@@ -101,10 +106,6 @@ impl Broker {
             .then(|| *state.lock_next_fetch())
             .flatten()
             .map(|at| SystemTime::now() + at.saturating_duration_since(now));
-        let published = match &*state.published.borrow() {
-            Published::Version(info) => Some(info.clone()),
-            Published::Nothing | Published::Deleted => None,
-        };
         DbStatus {
             db: state.name.clone(),
             condition,

@@ -11,24 +11,15 @@ pub(in crate::credentials) fn render(
     engine: Engine,
 ) -> Result<String, RenderError> {
     let names = match engine {
-        Engine::Postgres => [
-            "PGHOST",
-            "PGPORT",
-            "PGDATABASE",
-            "PGUSER",
-            "PGPASSWORD",
-            "PGSSLMODE",
-        ],
+        Engine::Postgres => ["PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD"],
         Engine::Mysql | Engine::Mariadb => [
             "MYSQL_HOST",
             "MYSQL_TCP_PORT",
             "MYSQL_DATABASE",
             "MYSQL_USER",
             "MYSQL_PWD",
-            "",
         ],
     };
-    let iam_postgres = c.auth == Auth::Iam && engine == Engine::Postgres;
     let port = c.endpoint.port.map(|p| p.to_string());
     let values = [
         c.endpoint.host.as_deref(),
@@ -36,17 +27,20 @@ pub(in crate::credentials) fn render(
         c.endpoint.dbname.as_deref(),
         Some(c.username.as_str()),
         Some(c.password()),
-        iam_postgres.then_some("require"),
     ];
     refuse_nul(values.iter().flatten().copied())?;
+    let tls =
+        (c.auth == Auth::Iam && engine == Engine::Postgres).then_some(("PGSSLMODE", "require"));
     let mut out = String::with_capacity(256);
-    for (name, value) in names.iter().zip(values) {
-        if let Some(value) = value {
-            out.push_str(name);
-            out.push('=');
-            shell_quote(&mut out, value);
-            out.push('\n');
-        }
+    let pairs = names.into_iter().zip(values);
+    for (name, value) in pairs
+        .filter_map(|(name, value)| Some((name, value?)))
+        .chain(tls)
+    {
+        out.push_str(name);
+        out.push('=');
+        shell_quote(&mut out, value);
+        out.push('\n');
     }
     Ok(out)
 }
