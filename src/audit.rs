@@ -1,10 +1,12 @@
 //! The audit trail's output: one JSON line per credentials request, appended to a buffer of
 //! the calling thread's own that a flusher on the blocking pool writes out (the threads' lines
-//! merged in time order) every flush interval, as soon as 64 KiB are waiting in one buffer,
-//! and at shutdown; a request costs an uncontended lock and no system call. The events come
-//! from `http::audit`; none holds a secret.
+//! merged in time order) every flush interval, as soon as 32 KiB are waiting in one buffer,
+//! and at shutdown; a request costs an uncontended lock and no system call. The buffers have a
+//! fixed size: when the flusher falls behind and one fills, the request that finds it full
+//! writes the buffers out itself, so a burst costs time, never memory kept after it. The events
+//! come from `http::audit`; none holds a secret.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,11 +18,13 @@ use crate::metrics::{SHARDS, shard_index};
 
 /// How long an event may wait in the buffer before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// The size of one thread's buffer, and of the spare that takes its place at a flush.
+const BUFFER_BYTES: usize = 64 * 1024;
 /// Bytes in one thread's buffer at which the flusher is woken before its next tick.
-const EARLY_FLUSH_BYTES: usize = 64 * 1024;
-/// Bytes in one thread's buffer at which a request writes the buffers out itself: the output
-/// cannot keep up, and requests wait for it rather than the buffers growing without bound.
-const MAX_PENDING_BYTES: usize = 1024 * 1024;
+const EARLY_FLUSH_BYTES: usize = BUFFER_BYTES / 2;
+/// Room a line may need (its fields are bounded before they get here): a buffer with less left
+/// is written out before the next line, by the request that finds it so.
+const LINE_ROOM_BYTES: usize = 4 * 1024;
 /// Every line starts with its timestamp, `{"timestamp":"YYYY-MM-DDTHH:MM:SS.mmmZ"`, so the
 /// first bytes of two lines compare as their times do.
 const TIMESTAMP_BYTES: usize = 39;
@@ -64,13 +68,12 @@ struct Lines {
 /// The writer, and the buffers that trade places with the shards' [`Lines::pending`] at each
 /// flush.
 struct Output {
-    writer: Box<dyn Write + Send>,
+    /// Buffered, so that lines merged from several shards go out [`BUFFER_BYTES`] at a time.
+    writer: BufWriter<Box<dyn Write + Send>>,
     /// Empty buffers, to swap in for the shards' full ones.
     spares: Vec<Vec<u8>>,
     /// The shards' buffers taken by the flush in progress.
     taken: Vec<Vec<u8>>,
-    /// Their lines merged in time order.
-    merged: Vec<u8>,
 }
 
 impl Lines {
@@ -142,10 +145,9 @@ impl AuditSink {
                 .map(|_| Shard(Mutex::new(Lines::new())))
                 .collect(),
             output: Mutex::new(Output {
-                writer: out,
+                writer: BufWriter::with_capacity(BUFFER_BYTES, out),
                 spares: Vec::new(),
                 taken: Vec::new(),
-                merged: Vec::new(),
             }),
             wake: Notify::new(),
         })))
@@ -155,6 +157,15 @@ impl AuditSink {
     pub fn write(&self, event: &Event<'_>) {
         let shard = &self.shards[shard_index()];
         let mut lines = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.pending.capacity() == 0 {
+            lines.pending.reserve_exact(BUFFER_BYTES);
+        } else if lines.pending.capacity() - lines.pending.len() < LINE_ROOM_BYTES {
+            // Full: the output cannot keep up, and this request waits for it rather than the
+            // buffer growing.
+            drop(lines);
+            self.flush();
+            lines = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+        }
         let before = lines.pending.len();
         // Stamped under the lock, so that each buffer's lines are in time order.
         if let Err(err) = lines.write_line(SystemTime::now(), event) {
@@ -162,9 +173,7 @@ impl AuditSink {
         }
         let after = lines.pending.len();
         drop(lines);
-        if after >= MAX_PENDING_BYTES {
-            self.flush();
-        } else if before < EARLY_FLUSH_BYTES && after >= EARLY_FLUSH_BYTES {
+        if before < EARLY_FLUSH_BYTES && after >= EARLY_FLUSH_BYTES {
             self.wake.notify_one();
         }
     }
@@ -176,36 +185,30 @@ impl AuditSink {
             writer,
             spares,
             taken,
-            merged,
         } = &mut *output;
         for shard in &self.shards {
             let mut lines = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
             if !lines.pending.is_empty() {
-                let spare = spares.pop().unwrap_or_default();
+                let spare = spares
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(BUFFER_BYTES));
                 taken.push(std::mem::replace(&mut lines.pending, spare));
             }
         }
-        let out = match taken.as_slice() {
+        let written = match taken.as_slice() {
             [] => return,
-            [only] => only.as_slice(),
-            several => {
-                merge_in_time_order(several, merged);
-                merged.as_slice()
-            }
+            [only] => writer.write_all(only),
+            several => merge_in_time_order(several, writer),
         };
-        if let Err(err) = writer.write_all(out).and_then(|()| writer.flush()) {
+        if let Err(err) = written.and_then(|()| writer.flush()) {
             warn!(error = %err, "cannot write the audit trail");
         }
-        merged.clear();
         for mut buffer in taken.drain(..) {
             buffer.clear();
-            // Not kept after a burst.
-            if buffer.capacity() <= 2 * EARLY_FLUSH_BYTES {
+            // One that had to grow for an outsized line is not kept.
+            if buffer.capacity() == BUFFER_BYTES {
                 spares.push(buffer);
             }
-        }
-        if merged.capacity() > 4 * EARLY_FLUSH_BYTES {
-            *merged = Vec::new();
         }
     }
 
@@ -231,9 +234,9 @@ impl Drop for AuditSink {
     }
 }
 
-/// Appends the lines of `buffers` (each in time order) to `out`, all in time order; lines with
+/// Writes the lines of `buffers` (each in time order) to `out`, all in time order; lines with
 /// the same timestamp keep the order of `buffers`.
-fn merge_in_time_order(buffers: &[Vec<u8>], out: &mut Vec<u8>) {
+fn merge_in_time_order(buffers: &[Vec<u8>], out: &mut impl Write) -> std::io::Result<()> {
     let mut rest: Vec<&[u8]> = buffers.iter().map(Vec::as_slice).collect();
     loop {
         let earliest = rest
@@ -242,10 +245,12 @@ fn merge_in_time_order(buffers: &[Vec<u8>], out: &mut Vec<u8>) {
             .filter(|(_, lines)| !lines.is_empty())
             .min_by_key(|(_, lines)| &lines[..lines.len().min(TIMESTAMP_BYTES)])
             .map(|(index, _)| index);
-        let Some(next) = earliest else { break };
+        let Some(next) = earliest else {
+            return Ok(());
+        };
         let buffer = rest[next];
         let end = memchr::memchr(b'\n', buffer).map_or(buffer.len(), |newline| newline + 1);
-        out.extend_from_slice(&buffer[..end]);
+        out.write_all(&buffer[..end])?;
         rest[next] = &buffer[end..];
     }
 }
@@ -393,7 +398,7 @@ mod tests {
         let b = [line("01.001", "b1"), line("01.005", "b2")].concat();
         let c = [line("00.999", "c1"), line("03.000", "c2")].concat();
         let mut out = Vec::new();
-        merge_in_time_order(&[a.into_bytes(), b.into_bytes(), c.into_bytes()], &mut out);
+        merge_in_time_order(&[a.into_bytes(), b.into_bytes(), c.into_bytes()], &mut out).unwrap();
         let tags: Vec<String> = String::from_utf8(out)
             .unwrap()
             .lines()
@@ -471,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_reaching_64_kib_wakes_the_flusher_once() {
+    fn a_buffer_half_full_wakes_the_flusher_once() {
         let (_dir, _path, sink) = file_sink();
         let woken = |sink: &AuditSink| {
             // A stored wake-up completes at once; none leaves the future pending.
@@ -486,14 +491,44 @@ mod tests {
         while pending(&sink) + 200 < EARLY_FLUSH_BYTES {
             sink.write(&EVENT);
         }
-        assert!(!woken(&sink), "woken below 64 KiB");
+        assert!(!woken(&sink), "woken below half full");
         while pending(&sink) < EARLY_FLUSH_BYTES {
             sink.write(&EVENT);
         }
-        assert!(woken(&sink), "not woken at 64 KiB");
+        assert!(woken(&sink), "not woken at half full");
         sink.write(&EVENT);
-        assert!(!woken(&sink), "woken again past 64 KiB");
+        assert!(!woken(&sink), "woken again past half full");
         sink.flush();
         assert_eq!(pending(&sink), 0);
+    }
+
+    #[test]
+    fn a_full_buffer_is_written_out_by_the_request_and_never_grows() {
+        let (_dir, path, sink) = file_sink();
+        // No flusher runs: what the buffer cannot hold, the writing thread writes out.
+        let count = 5 * BUFFER_BYTES / 150;
+        for i in 0..count {
+            let version = format!("v-{i:06}");
+            sink.write(&Event {
+                version_id: &version,
+                ..EVENT
+            });
+            let capacity = sink.shards[shard_index()]
+                .0
+                .lock()
+                .unwrap()
+                .pending
+                .capacity();
+            assert_eq!(capacity, BUFFER_BYTES, "after line {i}");
+        }
+        let on_file = written(&path, "version_id").len();
+        assert!(
+            on_file > 0 && on_file < count,
+            "{on_file} of {count} written before a flush"
+        );
+        sink.flush();
+        let versions = written(&path, "version_id");
+        let expected: Vec<String> = (0..count).map(|i| format!("v-{i:06}")).collect();
+        assert_eq!(versions, expected);
     }
 }
