@@ -2,7 +2,8 @@
 //! the bytes the broker returned for the same request, held in a static. Its throughput is the
 //! practical upper bound for an axum service on the machine; `bench/run` builds and starts it.
 //!
-//! Usage: `static-baseline ADDR JSON_BODY_FILE URI_BODY_FILE`; prints `listening <addr>`.
+//! Usage: `static-baseline ADDR JSON_BODY_FILE URI_BODY_FILE`, where ADDR is `host:port` or
+//! `unix:/path/of/a/socket` (created, and replaced if it exists); prints `listening <addr>`.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -53,9 +54,16 @@ async fn main() {
     };
     JSON.set(read(json)).expect("set once");
     URI.set(read(uri)).expect("set once");
-    let addr: SocketAddr = addr.parse().expect("ADDR is host:port");
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-    println!("listening {}", listener.local_addr().expect("bound"));
     let app = Router::new().route("/credentials/{db}", get(credentials));
-    axum::serve(listener, app).await.expect("serve");
+    if let Some(path) = addr.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).expect("bind the socket");
+        println!("listening {addr}");
+        axum::serve(listener, app).await.expect("serve");
+    } else {
+        let addr: SocketAddr = addr.parse().expect("ADDR is host:port or unix:PATH");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        println!("listening {}", listener.local_addr().expect("bound"));
+        axum::serve(listener, app).await.expect("serve");
+    }
 }

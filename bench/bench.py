@@ -167,7 +167,7 @@ class Broker:
     """The release broker with `dbs` databases behind the counting proxy."""
 
     def __init__(self, workdir, proxy_port, dbs, ttl="5m", warm=True, extra="",
-                 describe_interval="10m"):
+                 describe_interval="10m", binary=None, server=""):
         token = workdir / "token"
         token.write_text(TOKEN + "\n")
         databases = "".join(
@@ -181,6 +181,8 @@ listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 max_connections = 4096
 max_concurrent_requests = 2048
+max_waiters = 2048
+{server}
 {extra}
 [auth]
 token_file = "{token}"
@@ -213,7 +215,7 @@ level = "info"
         }
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [str(BROKER), "--config", str(config)],
+            [str(binary or BROKER), "--config", str(config)],
             env=env,
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
@@ -262,6 +264,47 @@ level = "info"
         self.process.wait(timeout=30)
 
 
+class Agent:
+    """The AWS Secrets Manager Agent (`AGENT_BIN`), caching the same secrets from the same moto
+    behind the counting proxy."""
+
+    def __init__(self, binary, workdir, proxy_port):
+        self.port = free_port()
+        config = workdir / "agent.toml"
+        config.write_text(
+            f'http_port = {self.port}\nregion = "us-east-1"\nttl_seconds = 3600\n'
+            'validate_credentials = false\nlog_to_file = false\nlog_level = "error"\n')
+        env = {
+            "PATH": os.environ["PATH"],
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy_port}",
+            "AWS_TOKEN": TOKEN,
+        }
+        self.log = workdir / "agent.log"
+        self.process = subprocess.Popen([str(binary), "--config", str(config)], env=env,
+                                        stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}/secretsmanager/get?secretId=bench/db0000"
+        self.header = f"X-Aws-Parameters-Secrets-Token: {TOKEN}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                request = urllib.request.Request(self.url, headers=dict([self.header.split(": ")]))
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench: the AWS agent did not serve: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
 def cpu_seconds(pid):
     """User plus system CPU seconds `pid` has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -288,11 +331,12 @@ def rss_split(pid):
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url, connections, seconds, script=None, header=f"Authorization: Bearer {TOKEN}"):
-    """Runs wrk with `header`; returns (requests/s, p50 ms, p99 ms, errors)."""
+def wrk(url, connections, seconds, script=None, header=f"Authorization: Bearer {TOKEN}",
+        extra=()):
+    """Runs wrk with `header` and the `extra` headers; returns (requests/s, p50 ms, p99 ms)."""
     threads = 1 if connections == 1 else 2
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-               "-H", header, url]
+               "-H", header, *(arg for h in extra for arg in ("-H", h)), url]
     if script:
         command[1:1] = ["-s", str(script)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -333,53 +377,99 @@ async def concurrent_cold_gets(api, path, count):
     return await asyncio.gather(*tasks)
 
 
-def cache_hit_rows(rows, args, broker, baseline, baseline_port, fmt, query, connections,
-                   label=""):
-    """Appends the requests/s, CPU and latency rows of cache hits on `broker` against the
-    baseline, for one format and connection count; `label` goes after the row names."""
-    # Short slices, broker and baseline alternating (and which goes first), so that
-    # a slowdown of the shared machine lands on both; the ratio is of all requests
-    # served, which moves far less between runs than any one slice does.
-    url = {who: f"http://{address}/credentials/db0000{query}"
-           for who, address in (("broker", broker.api),
-                                ("baseline", f"127.0.0.1:{baseline_port}"))}
-    pid = {"broker": broker.process.pid, "baseline": baseline.pid}
-    served = {"broker": 0.0, "baseline": 0.0}
-    cpu = {"broker": 0.0, "baseline": 0.0}
-    p50s, p99s = {"broker": [], "baseline": []}, {"broker": [], "baseline": []}
+class Contender:
+    """One server in a cache-hit comparison: its process, and how to load it for some seconds
+    (returning requests/s, and p50 and p99 latency in ms where the client measures them)."""
+
+    def __init__(self, pid, load):
+        self.pid = pid
+        self.load = load
+
+
+def wrk_load(url, header=f"Authorization: Bearer {TOKEN}", close=False):
+    """Loads `url` with wrk; with `close`, every request on a new connection."""
+    extra = ("Connection: close",) if close else ()
+    return lambda connections, seconds: wrk(url, connections, seconds, header=header,
+                                            extra=extra)
+
+
+UNIX_LOAD = RELEASE / "examples/unix-load"
+
+
+def unix_load(socket_path, path, keepalive):
+    """Loads `path` over the Unix socket at `socket_path` with bench/unix_load.rs."""
+
+    def load(connections, seconds):
+        out = subprocess.run(
+            [str(UNIX_LOAD), str(socket_path), path, str(connections), str(seconds),
+             "keepalive" if keepalive else "close", f"Authorization: Bearer {TOKEN}"],
+            capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"bench: unix-load failed against {socket_path}: {out.stderr}")
+        return float(out.stdout.split()[-1]), None, None
+
+    return load
+
+
+def cache_hit_rows(rows, args, contenders, name, connections, target=1.0):
+    """Appends the requests/s, CPU and latency rows of `name` (`GET json, 16 conn`, say) for
+    the `contenders` (`broker`, `baseline` and, where it applies, `agent`)."""
+    # Short slices, the contenders taking turns (and which goes first), so that a slowdown of
+    # the shared machine lands on all; the ratio is of all requests served, which moves far
+    # less between runs than any one slice does.
+    served = {who: 0.0 for who in contenders}
+    cpu = {who: 0.0 for who in contenders}
+    p50s, p99s = ({who: [] for who in contenders} for _ in range(2))
     ratios = []
-    for who in url:
-        wrk(url[who], connections, 1)  # warm-up
+    for contender in contenders.values():
+        contender.load(connections, 1)  # warm-up
+    names = list(contenders)
     for index in range(args.slices):
-        order = ["broker", "baseline"] if index % 2 == 0 else ["baseline", "broker"]
+        order = names[index % len(names):] + names[:index % len(names)]
+        if index % 2:
+            order.reverse()
         rps = {}
         for who in order:
-            used = cpu_seconds(pid[who])
-            rps[who], p50, p99 = wrk(url[who], connections, args.seconds)
-            cpu[who] += cpu_seconds(pid[who]) - used
+            used = cpu_seconds(contenders[who].pid)
+            rps[who], p50, p99 = contenders[who].load(connections, args.seconds)
+            cpu[who] += cpu_seconds(contenders[who].pid) - used
             served[who] += rps[who] * args.seconds
-            p50s[who].append(p50)
-            p99s[who].append(p99)
+            if p50 is not None:
+                p50s[who].append(p50)
+                p99s[who].append(p99)
         ratios.append(rps["broker"] / rps["baseline"])
     elapsed = args.slices * args.seconds
-    b_rps, s_rps = served["broker"] / elapsed, served["baseline"] / elapsed
-    b_cpu, s_cpu = (cpu[who] / served[who] * 1e6 for who in ("broker", "baseline"))
-    b50, s50 = (statistics.median(p50s[who]) for who in ("broker", "baseline"))
-    b99, s99 = (statistics.median(p99s[who]) for who in ("broker", "baseline"))
+    rate = {who: served[who] / elapsed for who in contenders}
+    per_request = {who: cpu[who] / served[who] * 1e6 for who in contenders}
     spread = f" (slices: {min(ratios):.2f}-{max(ratios):.2f}"
     if len(ratios) >= 4:
         low, middle, high = statistics.quantiles(ratios, n=4)
         spread += f", median {middle:.2f}, quartiles {low:.2f}-{high:.2f}"
     spread += ")"
-    rows.append((f"GET {fmt}, {connections} conn{label}: requests/s",
-                 f"{b_rps:,.0f}", f"{s_rps:,.0f}",
-                 f"{b_rps / s_rps:.2f} x baseline" + spread
-                 + (" (target >= 0.9)" if connections > 1 else "")))
-    rows.append((f"GET {fmt}, {connections} conn{label}: CPU per request (user + sys)",
-                 f"{b_cpu:.1f} us", f"{s_cpu:.1f} us", ""))
-    rows.append((f"GET {fmt}, {connections} conn{label}: p50 / p99 latency (median slice)",
-                 f"{b50:.3f} / {b99:.3f} ms", f"{s50:.3f} / {s99:.3f} ms",
-                 f"p99 {b99 - s99:+.3f} ms vs baseline (target <= +0.5)"))
+    agent_ratio = (f"; agent {rate['agent'] / rate['baseline']:.2f} x baseline"
+                   if "agent" in contenders else "")
+
+    def column(who, text):
+        return text(who) if who in contenders else ""
+
+    rows.append((f"{name}: requests/s",
+                 *(column(who, lambda w: f"{rate[w]:,.0f}") for who in COLUMNS),
+                 f"{rate['broker'] / rate['baseline']:.2f} x baseline" + spread
+                 + (f" (target >= {target})" if target else "") + agent_ratio))
+    rows.append((f"{name}: CPU per request (user + sys)",
+                 *(column(who, lambda w: f"{per_request[w]:.1f} us") for who in COLUMNS), ""))
+    if p50s["broker"]:
+        p50 = {who: statistics.median(p50s[who]) for who in contenders}
+        p99 = {who: statistics.median(p99s[who]) for who in contenders}
+        rows.append((f"{name}: p50 / p99 latency (median slice)",
+                     *(column(who, lambda w: f"{p50[w]:.3f} / {p99[w]:.3f} ms")
+                       for who in COLUMNS),
+                     f"p99 {p99['broker'] - p99['baseline']:+.3f} ms vs baseline "
+                     "(target <= +0.5)"))
+
+
+# The table's server columns, in order.
+COLUMNS = ("broker", "baseline", "agent")
 
 
 def agent_rows(rows, args, broker, connections):
@@ -402,24 +492,30 @@ def agent_rows(rows, args, broker, connections):
         ratios.append(rps["agent"] / rps["native"])
     elapsed = args.slices * args.seconds
     a_rps, n_rps = served["agent"] / elapsed, served["native"] / elapsed
-    rows.append((f"AWS agent API GET /secretsmanager/get, {connections} conn: requests/s",
-                 f"{a_rps:,.0f} (native /credentials: {n_rps:,.0f})", "",
+    rows.append((f"the broker's AWS agent API, GET /secretsmanager/get, {connections} conn: "
+                 "requests/s", f"{a_rps:,.0f} (native /credentials: {n_rps:,.0f})", "", "",
                  f"{a_rps / n_rps:.2f} x the native endpoint (slices: {min(ratios):.2f}-"
                  f"{max(ratios):.2f}) (target >= 0.95)"))
 
 
 class HeldPolls:
-    """`count` long polls held open against `broker` from a thread of their own, each on its own
-    connection and asked again when answered; ready once the broker's waiters gauge shows them."""
+    """`count` long polls (or, with `stream`, event streams) held open against `broker` from a
+    thread of their own, each on its own connection, a long poll asked again when answered;
+    ready once the broker's waiters gauge shows them all."""
 
-    def __init__(self, broker, path, version, count):
+    def __init__(self, broker, path, version, count, stream=False):
         self.answered = 0
         self.loop = asyncio.new_event_loop()
         self.stop = None
-        request = (f"GET {path}?wait=5m HTTP/1.1\r\nHost: {broker.api}\r\n"
-                   f"Authorization: Bearer {TOKEN}\r\nIf-None-Match: \"{version}\"\r\n\r\n")
+        if stream:
+            request = (f"GET {path}/events HTTP/1.1\r\nHost: {broker.api}\r\n"
+                       f"Authorization: Bearer {TOKEN}\r\n\r\n")
+        else:
+            request = (f"GET {path}?wait=5m HTTP/1.1\r\nHost: {broker.api}\r\n"
+                       f"Authorization: Bearer {TOKEN}\r\nIf-None-Match: \"{version}\"\r\n\r\n")
+        hold = self._stream if stream else self._hold
         self.thread = threading.Thread(
-            target=self.loop.run_until_complete, args=(self._hold(broker.api, request.encode(), count),),
+            target=self.loop.run_until_complete, args=(hold(broker.api, request.encode(), count),),
             daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 60
@@ -452,7 +548,31 @@ class HeldPolls:
             finally:
                 writer.close()
 
-        tasks = [asyncio.create_task(one()) for _ in range(count)]
+        await self._until_stopped([asyncio.create_task(one()) for _ in range(count)])
+
+    async def _stream(self, api, request, count):
+        """Holds `count` event streams; `answered` counts the `version` events after the first
+        of each stream (none while nothing rotates)."""
+        self.stop = asyncio.Event()
+        host, port = api.rsplit(":", 1)
+
+        async def one():
+            reader, writer = await asyncio.open_connection(host, int(port))
+            try:
+                writer.write(request)
+                await writer.drain()
+                seen = 0
+                while line := await reader.readline():
+                    if line.startswith(b"event: version"):
+                        seen += 1
+                        if seen > 1:
+                            self.answered += 1
+            finally:
+                writer.close()
+
+        await self._until_stopped([asyncio.create_task(one()) for _ in range(count)])
+
+    async def _until_stopped(self, tasks):
         await self.stop.wait()
         for task in tasks:
             task.cancel()
@@ -480,46 +600,135 @@ def machine():
             "load generator, broker and moto share the cores")
 
 
+PLAIN_BROKER = ROOT / "target/release/credential-broker"
+
+
+def rss_after_load(workdir, proxy_port, binary, seconds):
+    """RSS of a broker with 10 warm databases after `seconds` of cache hits from 64
+    connections, and where it is."""
+    broker = Broker(workdir, proxy_port, 10, ttl="1h", describe_interval="1h", binary=binary)
+    try:
+        broker.ready_seconds()
+        for i in range(10):
+            broker.get(f"/credentials/db{i:04}")
+        warm = broker.rss_mib()
+        wrk(f"http://{broker.api}/credentials/db0000", 64, seconds)
+        time.sleep(1)
+        return warm, broker.rss_mib(), broker.rss_split()
+    finally:
+        broker.close()
+
+
+def scrape(admin, times=20):
+    """Median seconds of `times` scrapes of `/metrics`, and the size of the last one."""
+    took, size = [], 0
+    for _ in range(times):
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
+            size = len(response.read())
+        took.append(time.perf_counter() - started)
+    return statistics.median(took), size
+
+
+def recorded_ratios(path):
+    """The `x baseline` ratio of every row in the table between the markers of `path`."""
+    text = Path(path).read_text() if Path(path).exists() else ""
+    table = text.split(BEGIN, 1)[1].split(END, 1)[0] if BEGIN in text else ""
+    ratios = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 2:
+            match = re.match(r"([\d.]+) x baseline", cells[-1])
+            if match:
+                ratios[cells[0]] = float(match.group(1))
+    return ratios
+
+
+def check(rows, recorded):
+    """Compares each row's ratio to the recorded one; returns the rows more than 5 % below."""
+    fallen = []
+    for row in rows:
+        match = re.match(r"([\d.]+) x baseline", row[-1])
+        if not match or row[0] not in recorded:
+            continue
+        now, before = float(match.group(1)), recorded[row[0]]
+        verdict = "FALLEN" if now < before * 0.95 else "ok"
+        print(f"{verdict:6} {row[0]}: {now:.2f} x baseline, recorded {before:.2f}")
+        if verdict != "ok":
+            fallen.append(row[0])
+    return fallen
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=2, help="length of each wrk slice")
     parser.add_argument("--slices", type=int, default=20,
-                        help="broker/baseline slice pairs per cache-hit row")
+                        help="slices per server in each cache-hit row")
     parser.add_argument("--steady-seconds", type=int, default=60,
                         help="length of each steady-load upstream-count run")
+    parser.add_argument("--load-seconds", type=int, default=20,
+                        help="length of the 64-connection load before RSS after load is measured")
     parser.add_argument("--many", type=int, default=1000, help="databases in the memory run")
     parser.add_argument("--waiters", type=int, default=1000,
-                        help="long polls held open in the rows that measure cache hits beside them")
+                        help="long polls (and event streams) held open in the rows that measure "
+                        "cache hits beside them")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--agent-only", action="store_true",
-                        help="only the AWS agent API rows, printed and not written (for work on "
-                        "that path)")
+                        help="only the rows of the broker's AWS agent API, printed and not "
+                        "written (for work on that path)")
+    parser.add_argument("--check", action="store_true",
+                        help="only the rows with a ratio to the baseline, compared with those "
+                        "recorded in BENCHMARKS.md: exits 1 when one is more than 5 %% below, "
+                        "writes nothing (for use before a commit that touches the request path)")
     parser.add_argument("--smoke", action="store_true",
                         help="1 s runs, 20 dbs, 20 long polls, 10 s steady: checks the harness, "
                         "not the numbers")
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.slices, args.steady_seconds, args.many, args.waiters = 1, 2, 10, 20, 20
-    rows = []  # (measurement, broker, baseline, ratio / target)
+        args.load_seconds = 2
+    agent_bin = os.environ.get("AGENT_BIN")
+    if agent_bin and not os.access(agent_bin, os.X_OK):
+        raise SystemExit(f"bench: AGENT_BIN={agent_bin} is not an executable (bench/README.md "
+                         "says how to build the AWS agent)")
+    recorded = recorded_ratios(args.output) if args.check else {}
+    if args.check and not recorded:
+        raise SystemExit(f"bench: --check needs a recorded run in {args.output}")
+    rows = []  # (measurement, broker, baseline, agent, ratio / target)
 
     workdir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     finished = False
     moto = Moto()
     proxy = CountingProxy(moto.port)
     processes = []
+
+    def start(process):
+        processes.append(process)
+        return process
+
+    def stop(process):
+        processes.remove(process)
+        (process.close if hasattr(process, "close") else process.terminate)()
+        if not hasattr(process, "close"):
+            process.wait()
+
     try:
         moto.create_dbs(max(args.many, 10))
         moto_ms = moto.latency_ms()
-        size_mib = BROKER.stat().st_size / 2**20
-        rows.append(("stripped release binary", f"{size_mib:.1f} MiB", "", "target <= 12 MB"))
+        rows.append(("stripped release binary (docker/build-release)",
+                     f"{BROKER.stat().st_size / 2**20:.1f} MiB", "", "",
+                     f"target <= 12 MB; plain `cargo build --release`: "
+                     f"{PLAIN_BROKER.stat().st_size / 2**20:.1f} MiB"))
 
         # Start-up, 10 dbs warm, then the cache-hit runs against the same broker. Its ttl and
         # DescribeSecret interval are longer than the runs: a background refresh would make moto
         # (Python, on the same two cores) take CPU from whichever server is being measured.
-        broker = Broker(workdir, proxy.port, 10, ttl="1h", describe_interval="1h",
-                        extra='[compat.aws_agent]\nlisten = "127.0.0.1:0"\nttl = "1h"\n'
-                              'secrets = ["bench/*"]\n')
-        processes.append(broker)
+        broker_socket = workdir / "broker.sock"
+        broker = start(Broker(
+            workdir, proxy.port, 10, ttl="1h", describe_interval="1h",
+            server=f'[server.unix_socket]\npath = "{broker_socket}"\nmode = "0600"\n',
+            extra='[compat.aws_agent]\nlisten = "127.0.0.1:0"\nttl = "1h"\n'
+                  'secrets = ["bench/*"]\n'))
         if args.agent_only:
             for connections in (16, 64):
                 agent_rows(rows, args, broker, connections)
@@ -528,12 +737,13 @@ def main():
             finished = True
             return 0
         ready = broker.ready_seconds()
-        rows.append(("start-up to /readyz 200 (10 dbs warmed)", f"{ready * 1000:.0f} ms", "",
-                     f"moto GetSecretValue median {moto_ms:.1f} ms"))
         for i in range(10):
             broker.get(f"/credentials/db{i:04}")
-        rows.append(("RSS after warm-up, 10 dbs", f"{broker.rss_mib():.1f} MiB", "",
-                     f"target <= 10 MB; {broker.rss_split()}"))
+        if not args.check:
+            rows.append(("start-up to /readyz 200 (10 dbs warmed)", f"{ready * 1000:.0f} ms",
+                         "", "", f"moto GetSecretValue median {moto_ms:.1f} ms"))
+            rows.append(("RSS after warm-up, 10 dbs", f"{broker.rss_mib():.1f} MiB", "", "",
+                         f"target <= 10 MB; {broker.rss_split()}"))
 
         bodies = {}
         for fmt, query in (("json", ""), ("uri", "?format=uri")):
@@ -542,67 +752,107 @@ def main():
             path.write_bytes(body)
             bodies[fmt] = path
         baseline_port = free_port()
-        baseline = subprocess.Popen(
-            [str(BASELINE), f"127.0.0.1:{baseline_port}", str(bodies["json"]), str(bodies["uri"])],
-            stdout=subprocess.DEVNULL,
-        )
-        processes.append(baseline)
+        baseline_socket = workdir / "baseline.sock"
+        baselines = {}
+        for where in (f"127.0.0.1:{baseline_port}", f"unix:{baseline_socket}"):
+            baselines[where] = start(subprocess.Popen(
+                [str(BASELINE), where, str(bodies["json"]), str(bodies["uri"])],
+                stdout=subprocess.DEVNULL))
         wait_http(f"http://127.0.0.1:{baseline_port}/credentials/db0000")
+        baseline = baselines[f"127.0.0.1:{baseline_port}"]
+        unix_baseline = baselines[f"unix:{baseline_socket}"]
+        agent = start(Agent(agent_bin, workdir, proxy.port)) if agent_bin else None
+
+        def tcp(query="", close=False, with_agent=True):
+            contenders = {
+                "broker": Contender(broker.process.pid, wrk_load(
+                    f"http://{broker.api}/credentials/db0000{query}", close=close)),
+                "baseline": Contender(baseline.pid, wrk_load(
+                    f"http://127.0.0.1:{baseline_port}/credentials/db0000{query}", close=close)),
+            }
+            if agent and with_agent:
+                contenders["agent"] = Contender(agent.process.pid, wrk_load(
+                    agent.url, header=agent.header, close=close))
+            return contenders
 
         calls_before = proxy.count("GetSecretValue")
-        for fmt, query in (("json", ""), ("uri", "?format=uri")):
-            for connections in (1, 16, 64):
-                cache_hit_rows(rows, args, broker, baseline, baseline_port, fmt, query,
-                               connections)
+        for connections in (1, 16, 64):
+            cache_hit_rows(rows, args, tcp(), f"GET json, {connections} conn", connections)
+        for connections in (1, 16, 64):
+            cache_hit_rows(rows, args, tcp("?format=uri", with_agent=False),
+                           f"GET uri, {connections} conn", connections)
+        cache_hit_rows(rows, args, tcp(close=True),
+                       "GET json, 16 conn, a new connection per request", 16)
+        for keepalive, how in ((True, "keep-alive"), (False, "a new connection per request")):
+            cache_hit_rows(rows, args, {
+                "broker": Contender(broker.process.pid,
+                                    unix_load(broker_socket, "/credentials/db0000", keepalive)),
+                "baseline": Contender(unix_baseline.pid,
+                                      unix_load(baseline_socket, "/credentials/db0000", keepalive)),
+            }, f"GET json over the Unix socket, 16 conn, {how}", 16)
         hit_calls = proxy.count("GetSecretValue") - calls_before
-        rows.append(("upstream calls during all cache-hit runs", str(hit_calls), "", "expected 0"))
+        if args.check:
+            finished = True
+            fallen = check(rows, recorded)
+            print(f"bench: {len(fallen)} of the rows fell more than 5 % below their record"
+                  if fallen else "bench: no row fell more than 5 % below its record")
+            return 1 if fallen else 0
+        rows.append(("upstream calls during all cache-hit runs", str(hit_calls), "", "",
+                     "expected 0"))
         for connections in (16, 64):
             agent_rows(rows, args, broker, connections)
-        rows.append(("RSS after the cache-hit runs, 10 dbs", f"{broker.rss_mib():.1f} MiB", "",
-                     broker.rss_split()))
-        # The same with long polls held open (?wait=5m, If-None-Match: the served version):
-        # requests waiting for a rotation must not slow the cache hits down.
+        rows.append(("RSS after the cache-hit runs, 10 dbs", f"{broker.rss_mib():.1f} MiB",
+                     f"{rss_mib(baseline.pid):.1f} MiB",
+                     f"{rss_mib(agent.process.pid):.1f} MiB" if agent else "",
+                     f"broker: {broker.rss_split()}"))
+        if agent:
+            stop(agent)
+        # The same with long polls (?wait=5m, If-None-Match: the served version), then event
+        # streams, held open: requests waiting for a rotation must not slow cache hits down.
         version = json.loads(broker.get("/credentials/db0000"))["version_id"]
-        held = HeldPolls(broker, "/credentials/db0000", version, args.waiters)
-        processes.append(held)
-        label = f", {args.waiters:,} long polls held"
-        for connections in (16, 64):
-            cache_hit_rows(rows, args, broker, baseline, baseline_port, "json", "", connections,
-                           label)
-        rows.append((f"RSS with {args.waiters:,} long polls held, 10 dbs",
-                     f"{broker.rss_mib():.1f} MiB", "", broker.rss_split()))
-        rows.append(("long polls answered during those runs", str(held.answered), "",
-                     "expected 0 (no new version)"))
-        held.close()
-        processes.remove(held)
-        baseline.terminate()
-        baseline.wait()
-        processes.remove(baseline)
-        broker.close()
-        processes.remove(broker)
+        for stream, what in ((False, "long polls"), (True, "event streams")):
+            held = start(HeldPolls(broker, "/credentials/db0000", version, args.waiters, stream))
+            label = f"{args.waiters:,} {what} held"
+            for connections in (16, 64):
+                cache_hit_rows(rows, args, tcp(with_agent=False),
+                               f"GET json, {connections} conn, {label}", connections)
+            rows.append((f"RSS with {label}, 10 dbs", f"{broker.rss_mib():.1f} MiB", "", "",
+                         broker.rss_split()))
+            rows.append((f"{what} answered during those runs", str(held.answered), "", "",
+                         "expected 0 (no new version)"))
+            stop(held)
+        for process in (baseline, unix_baseline, broker):
+            stop(process)
 
-        # Memory with many databases, all warmed.
-        many = Broker(workdir, proxy.port, args.many)
-        processes.append(many)
+        # RSS after load, measured on a broker of its own: both builds.
+        for what, binary in (("docker/build-release", BROKER),
+                             ("plain `cargo build --release`", PLAIN_BROKER)):
+            warm, after, split = rss_after_load(workdir, proxy.port, binary, args.load_seconds)
+            rows.append((f"RSS after {args.load_seconds} s of cache hits from 64 conn, 10 dbs "
+                         f"({what})", f"{after:.1f} MiB", "", "",
+                         f"target <= 10 MB; {warm:.1f} MiB before the load; {split}"))
+
+        # Many databases, all warmed: start-up, memory and the metrics scrape.
+        many = start(Broker(workdir, proxy.port, args.many))
         many_ready = many.ready_seconds()
         for i in range(args.many):
             many.get(f"/credentials/db{i:04}")
-        rows.append((f"RSS after warm-up, {args.many} dbs", f"{many.rss_mib():.1f} MiB", "",
-                     f"target <= 20 MB; ready after {many_ready:.1f} s; {many.rss_split()}"))
-        many.close()
-        processes.remove(many)
+        rows.append((f"RSS after warm-up, {args.many} dbs", f"{many.rss_mib():.1f} MiB", "", "",
+                     f"target <= 25 MB; ready after {many_ready:.1f} s; {many.rss_split()}"))
+        took, size = scrape(many.admin)
+        rows.append((f"GET /metrics, {args.many} dbs: time (median of 20) and size",
+                     f"{took * 1000:.1f} ms, {size / 1024:,.0f} KiB", "", "", ""))
+        stop(many)
 
         # 1000 concurrent cold requests for one db.
-        cold = Broker(workdir, proxy.port, 10, warm=False)
-        processes.append(cold)
+        cold = start(Broker(workdir, proxy.port, 10, warm=False))
         before = proxy.count("GetSecretValue")
         statuses = asyncio.run(concurrent_cold_gets(cold.api, "/credentials/db0003", 1000))
         calls = proxy.count("GetSecretValue") - before
         ok = sum(1 for s in statuses if s == 200)
-        rows.append(("1000 concurrent cold GETs, one db: upstream calls", str(calls), "",
+        rows.append(("1000 concurrent cold GETs, one db: upstream calls", str(calls), "", "",
                      f"expected 1; {ok} x 200"))
-        cold.close()
-        processes.remove(cold)
+        stop(cold)
 
         # Upstream calls at steady load: 10 dbs, ttl 10 s, two request rates.
         script = workdir / "rotate.lua"
@@ -612,8 +862,7 @@ def main():
         )
         ttl = 10
         for connections in (1, 64):
-            steady = Broker(workdir, proxy.port, 10, ttl=f"{ttl}s")
-            processes.append(steady)
+            steady = start(Broker(workdir, proxy.port, 10, ttl=f"{ttl}s"))
             steady.ready_seconds()
             time.sleep(3)  # past the start-up DescribeSecret round, which follows readiness
             before = {op: proxy.count(op) for op in ("GetSecretValue", "DescribeSecret")}
@@ -622,12 +871,12 @@ def main():
             per_hour = {op: (proxy.count(op) - before[op]) * 3600 / args.steady_seconds
                         for op in before}
             rows.append((f"upstream calls per hour, 10 dbs, ttl {ttl} s, {rps:,.0f} req/s",
-                         f"{per_hour['GetSecretValue']:,.0f} GetSecretValue",
-                         "", f"dbs x 3600 / ttl = {10 * 3600 // ttl:,} (refresh-ahead at 80-90 % of ttl: "
-                         f"~{10 * 3600 / (0.85 * ttl):,.0f}); {per_hour['DescribeSecret']:,.0f} "
-                         "DescribeSecret/h (10 dbs x 6/h at describe_interval 10m)"))
-            steady.close()
-            processes.remove(steady)
+                         f"{per_hour['GetSecretValue']:,.0f} GetSecretValue", "", "",
+                         f"dbs x 3600 / ttl = {10 * 3600 // ttl:,} (refresh-ahead at 80-90 % "
+                         f"of ttl: ~{10 * 3600 / (0.85 * ttl):,.0f}); "
+                         f"{per_hour['DescribeSecret']:,.0f} DescribeSecret/h (10 dbs x 6/h at "
+                         "describe_interval 10m)"))
+            stop(steady)
         finished = True
     finally:
         for process in processes:
@@ -642,15 +891,18 @@ def main():
             print(f"bench: logs kept in {workdir}", file=sys.stderr)
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    peer = (f"the AWS agent is `{Path(agent_bin).name}` (AGENT_BIN), answering "
+            "`GET /secretsmanager/get` from its cache" if agent_bin else
+            "no AWS agent (AGENT_BIN unset)")
     table = [
         f"Run {stamp}{' (smoke run: numbers not meaningful)' if args.smoke else ''} by "
-        f"`bash bench/run`; each cache-hit row is {args.slices} broker/baseline pairs of "
-        f"{args.seconds} s wrk slices, alternating (requests/s and the ratio over all slices). "
-        f"Machine: {machine()}.",
+        f"`bash bench/run`; each cache-hit row is {args.slices} slices of {args.seconds} s per "
+        "server, taking turns (requests/s and the ratio over all slices); "
+        f"{peer}. Machine: {machine()}.",
         "",
-        "| measurement | broker | static axum baseline | ratio / target |",
-        "|---|---|---|---|",
-        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "| measurement | broker | static axum baseline | AWS agent | ratio / target |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in rows),
     ]
     text = "\n".join(table)
     print(text)
@@ -662,7 +914,7 @@ def main():
     tail = rest.split(END, 1)[1]
     output.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
     print(f"bench: wrote {output}")
-
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
