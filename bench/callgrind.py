@@ -8,7 +8,10 @@ another, the counters are dumped and the total is divided by 2,000.
 
 Usage (after `bash bench/run` has built the binaries; needs valgrind, `apt-get install
 valgrind`):
-    .venv/moto/bin/python bench/callgrind.py [BROKER_BINARY]
+    .venv/moto/bin/python bench/callgrind.py [BROKER_BINARY] [--breakdown]
+With `--breakdown` (and a binary with symbols) it also prints where a request's instructions
+go, by the broker's own modules, by crate, and the C library's allocator and copies: the table
+in BENCHMARKS.md.
 Build with `bash docker/build-release --profile profiling` and pass
 target/x86_64-unknown-linux-gnu/profiling/credential-broker (your host tuple) to get
 the same code with symbols, for `callgrind_annotate` on the dump files it names.
@@ -59,10 +62,42 @@ def measure(pid, port, out_prefix):
     return int(re.search(r"^summary: (\d+)", text, re.M).group(1)) / REQUESTS, dumps[-1]
 
 
+def group(function):
+    """Where a function's instructions are counted: the broker's own module (`broker: audit`),
+    a crate (`hyper`), or the C library's allocator and memory copies."""
+    name = re.sub(r"^<(?:\w+ as )?", "", function.split("'")[0])
+    if function in ("malloc", "free", "realloc", "calloc", "cfree") or function.startswith(
+            ("_int_malloc", "_int_free", "_int_realloc", "malloc_", "tcache", "__libc_malloc",
+             "__libc_free", "__libc_realloc", "unlink_chunk", "__rust_alloc", "__rust_dealloc")):
+        return "glibc malloc / free"
+    if re.match(r"__(mem|str)\w*|mem(cpy|move|set|cmp)\b", function):
+        return "glibc mem* (copies, compares)"
+    crate = name.split("::")[0]
+    if crate == "credential_broker":
+        return "broker: " + name.split("::")[1]
+    if crate in ("core", "alloc", "std") or not re.match(r"^[a-z_][a-z0-9_]*$", crate):
+        return "std / core / other"
+    return crate
+
+
+def breakdown(dump):
+    """Instructions per request by [`group`], most first (needs a build with symbols)."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", dump],
+                         capture_output=True, text=True, check=True).stdout
+    totals = {}
+    for line in out.splitlines():
+        match = re.match(r"^\s*([\d,]+)\s+\([\d. %]+\)\s+\S*?:(.+?)(?: \[.*\])?$", line)
+        if match:
+            key = group(match.group(2).strip())
+            totals[key] = totals.get(key, 0) + int(match.group(1).replace(",", ""))
+    return sorted(((ir / REQUESTS, key) for key, ir in totals.items()), reverse=True)
+
+
 def main():
     if not shutil.which("valgrind"):
         raise SystemExit("callgrind: valgrind is not installed (apt-get install valgrind)")
-    binary = Path(sys.argv[1] if len(sys.argv) > 1 else bench.BROKER).resolve()
+    paths = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    binary = Path(paths[0] if paths else bench.BROKER).resolve()
     workdir = Path(tempfile.mkdtemp(prefix="broker-callgrind-"))
     out_prefix = str(workdir / "callgrind.out")
     moto = bench.Moto()
@@ -85,6 +120,11 @@ def main():
             # exec keeps the pid: the wrapper's pid is valgrind's.
             per_request, dump = measure(broker.process.pid, port, out_prefix)
             print(f"broker   {per_request:9,.0f} instructions/request  ({dump})", flush=True)
+            if "--breakdown" in sys.argv:
+                print("| where (exclusive instructions) | per request |\n|---|---|")
+                for ir, key in breakdown(dump):
+                    if ir >= 50:
+                        print(f"| {key} | {ir:,.0f} |")
         finally:
             broker.close()
         port = bench.free_port()
