@@ -62,34 +62,50 @@ def measure(pid, port, out_prefix):
     return int(re.search(r"^summary: (\d+)", text, re.M).group(1)) / REQUESTS, dumps[-1]
 
 
-def group(function):
-    """Where a function's instructions are counted: the broker's own module (`broker: audit`),
-    a crate (`hyper`), or the C library's allocator and memory copies."""
-    name = re.sub(r"^<(?:\w+ as )?", "", function.split("'")[0])
-    if function in ("malloc", "free", "realloc", "calloc", "cfree") or function.startswith(
-            ("_int_malloc", "_int_free", "_int_realloc", "malloc_", "tcache", "__libc_malloc",
-             "__libc_free", "__libc_realloc", "unlink_chunk", "__rust_alloc", "__rust_dealloc")):
-        return "glibc malloc / free"
-    if re.match(r"__(mem|str)\w*|mem(cpy|move|set|cmp)\b", function):
-        return "glibc mem* (copies, compares)"
-    crate = name.split("::")[0]
-    if crate == "credential_broker":
-        return "broker: " + name.split("::")[1]
-    if crate in ("core", "alloc", "std") or not re.match(r"^[a-z_][a-z0-9_]*$", crate):
-        return "std / core / other"
-    return crate
+def group(source, function):
+    """Where instructions are counted: by the source file they come from (a line inlined from
+    hyper counts as hyper's wherever it runs; standard library lines count as the crate of the
+    function they were inlined into): the broker's own modules (`broker: audit`),
+    crates (`hyper`), the standard library, and the C library's allocator and copies."""
+    if source == "???":
+        if re.match(r"(_int_|__libc_)?(malloc|free|realloc|calloc|cfree)\b|tcache|"
+                    r"unlink_chunk|malloc_consolidate", function):
+            return "glibc malloc / free"
+        if re.match(r"__(mem|str)\w*|mem(cpy|move|set|cmp)\b", function):
+            return "glibc mem* (copies, compares)"
+        return "glibc, other (clock_gettime, locks, syscall wrappers)"
+    crate = re.search(r"/registry/src/[^/]+/([A-Za-z0-9_-]+?)-\d+\.\d+[^/]*/", source)
+    if crate:
+        return crate.group(1)
+    if source.startswith("/rustc/"):
+        # Standard library code inlined into a function: counted as that function's crate.
+        owner = re.match(r"<*(?:&(?:mut )?)?(\w+)::(\w+)", function)
+        if not owner or owner.group(1) in ("core", "alloc", "std"):
+            return "std / core / alloc"
+        if owner.group(1) == "credential_broker":
+            return f"broker: {owner.group(2)}"
+        return owner.group(1)
+    own = re.match(r"(?:.*/)?src/(\w+)", source)
+    return f"broker: {own.group(1)}" if own else source
 
 
 def breakdown(dump):
-    """Instructions per request by [`group`], most first (needs a build with symbols)."""
+    """Instructions per request by [`group`], most first (needs a build with symbols). Entries
+    callgrind lists with nearly the whole total are the frames still on the stack at the dump
+    (thread start, the worker loop), not costs of their own, and are left out."""
     out = subprocess.run(["callgrind_annotate", "--threshold=100", dump],
                          capture_output=True, text=True, check=True).stdout
+    total = int(re.search(r"^([\d,]+) .*PROGRAM TOTALS", out, re.M).group(1).replace(",", ""))
     totals = {}
     for line in out.splitlines():
-        match = re.match(r"^\s*([\d,]+)\s+\([\d. %]+\)\s+\S*?:(.+?)(?: \[.*\])?$", line)
-        if match:
-            key = group(match.group(2).strip())
-            totals[key] = totals.get(key, 0) + int(match.group(1).replace(",", ""))
+        match = re.match(r"^\s*([\d,]+) \([\d. %]+\)\s+(\S+?):(.+?)(?: \[.*\])?$", line)
+        if not match:
+            continue
+        ir = int(match.group(1).replace(",", ""))
+        if ir >= total * 0.9:
+            continue
+        key = group(match.group(2), match.group(3).strip())
+        totals[key] = totals.get(key, 0) + ir
     return sorted(((ir / REQUESTS, key) for key, ir in totals.items()), reverse=True)
 
 
