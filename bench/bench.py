@@ -163,6 +163,17 @@ class Moto:
         self.process.wait()
 
 
+# The environment of the broker and the AWS agent: bench credentials, no instance metadata,
+# and the token of the AWS agent's API (the agent's, and the broker's where configured).
+AWS_ENV = {
+    "PATH": os.environ["PATH"],
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_TOKEN": TOKEN,
+}
+
+
 class Broker:
     """The release broker with `dbs` databases behind the counting proxy."""
 
@@ -204,12 +215,7 @@ level = "info"
         )
         self.log = workdir / f"broker-{dbs}.log"
         env = {
-            "PATH": os.environ["PATH"],
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            # The AWS agent's API, where `extra` configures it, takes the same token.
-            "AWS_TOKEN": TOKEN,
+            **AWS_ENV,
             # glibc allocator settings (MALLOC_ARENA_MAX, ...) pass through, for experiments.
             **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         }
@@ -274,14 +280,7 @@ class Agent:
         config.write_text(
             f'http_port = {self.port}\nregion = "us-east-1"\nttl_seconds = 3600\n'
             'validate_credentials = false\nlog_to_file = false\nlog_level = "error"\n')
-        env = {
-            "PATH": os.environ["PATH"],
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy_port}",
-            "AWS_TOKEN": TOKEN,
-        }
+        env = {**AWS_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy_port}"}
         self.log = workdir / "agent.log"
         self.process = subprocess.Popen([str(binary), "--config", str(config)], env=env,
                                         stdout=self.log.open("w"), stderr=subprocess.STDOUT)
@@ -411,41 +410,52 @@ def unix_load(socket_path, path, keepalive):
     return load
 
 
+class Turns:
+    """`args.slices` slices of `args.seconds` for each of the `contenders`, taking turns (the
+    order rotating each round, so that each goes first as often as the others), so that a slowdown of the shared machine lands on all; ratios are of all
+    requests served, which move far less between runs than any one slice does. Holds each
+    contender's requests/s (`rate`), CPU per request in us (`per_request`), latencies of each
+    slice, and the ratio of `numerator` to `denominator` in each slice."""
+
+    def __init__(self, args, contenders, connections, numerator, denominator):
+        served = {who: 0.0 for who in contenders}
+        cpu = {who: 0.0 for who in contenders}
+        self.p50s, self.p99s = ({who: [] for who in contenders} for _ in range(2))
+        self.ratios = []
+        for contender in contenders.values():
+            contender.load(connections, 1)  # warm-up (the agent API's first read is a miss)
+        names = list(contenders)
+        for index in range(args.slices):
+            order = names[index % len(names):] + names[:index % len(names)]
+            rps = {}
+            for who in order:
+                used = cpu_seconds(contenders[who].pid)
+                rps[who], p50, p99 = contenders[who].load(connections, args.seconds)
+                cpu[who] += cpu_seconds(contenders[who].pid) - used
+                served[who] += rps[who] * args.seconds
+                if p50 is not None:
+                    self.p50s[who].append(p50)
+                    self.p99s[who].append(p99)
+            self.ratios.append(rps[numerator] / rps[denominator])
+        elapsed = args.slices * args.seconds
+        self.rate = {who: served[who] / elapsed for who in contenders}
+        self.per_request = {who: cpu[who] / served[who] * 1e6 for who in contenders}
+
+    def spread(self, quartiles=True):
+        """The slices' ratios: lowest to highest and, with enough of them, the quartiles."""
+        text = f" (slices: {min(self.ratios):.2f}-{max(self.ratios):.2f}"
+        if quartiles and len(self.ratios) >= 4:
+            low, middle, high = statistics.quantiles(self.ratios, n=4)
+            text += f", median {middle:.2f}, quartiles {low:.2f}-{high:.2f}"
+        return text + ")"
+
+
 def cache_hit_rows(rows, args, contenders, name, connections, target=1.0):
     """Appends the requests/s, CPU and latency rows of `name` (`GET json, 16 conn`, say) for
     the `contenders` (`broker`, `baseline` and, where it applies, `agent`)."""
-    # Short slices, the contenders taking turns (and which goes first), so that a slowdown of
-    # the shared machine lands on all; the ratio is of all requests served, which moves far
-    # less between runs than any one slice does.
-    served = {who: 0.0 for who in contenders}
-    cpu = {who: 0.0 for who in contenders}
-    p50s, p99s = ({who: [] for who in contenders} for _ in range(2))
-    ratios = []
-    for contender in contenders.values():
-        contender.load(connections, 1)  # warm-up
-    names = list(contenders)
-    for index in range(args.slices):
-        order = names[index % len(names):] + names[:index % len(names)]
-        if index % 2:
-            order.reverse()
-        rps = {}
-        for who in order:
-            used = cpu_seconds(contenders[who].pid)
-            rps[who], p50, p99 = contenders[who].load(connections, args.seconds)
-            cpu[who] += cpu_seconds(contenders[who].pid) - used
-            served[who] += rps[who] * args.seconds
-            if p50 is not None:
-                p50s[who].append(p50)
-                p99s[who].append(p99)
-        ratios.append(rps["broker"] / rps["baseline"])
-    elapsed = args.slices * args.seconds
-    rate = {who: served[who] / elapsed for who in contenders}
-    per_request = {who: cpu[who] / served[who] * 1e6 for who in contenders}
-    spread = f" (slices: {min(ratios):.2f}-{max(ratios):.2f}"
-    if len(ratios) >= 4:
-        low, middle, high = statistics.quantiles(ratios, n=4)
-        spread += f", median {middle:.2f}, quartiles {low:.2f}-{high:.2f}"
-    spread += ")"
+    turns = Turns(args, contenders, connections, "broker", "baseline")
+    rate, per_request, spread = turns.rate, turns.per_request, turns.spread()
+    p50s, p99s = turns.p50s, turns.p99s
     agent_ratio = (f"; agent {rate['agent'] / rate['baseline']:.2f} x baseline"
                    if "agent" in contenders else "")
 
@@ -473,29 +483,20 @@ COLUMNS = ("broker", "baseline", "agent")
 
 
 def agent_rows(rows, args, broker, connections):
-    """Appends the requests/s row of cache hits on the AWS agent's API against the broker's own
-    API, same secret, same process, alternating slices as above."""
-    agent_header = f"X-Aws-Parameters-Secrets-Token: {TOKEN}"
-    runs = {"agent": (f"http://{broker.agent}/secretsmanager/get?secretId=bench/db0000", agent_header),
-            "native": (f"http://{broker.api}/credentials/db0000", f"Authorization: Bearer {TOKEN}")}
-    served = {who: 0.0 for who in runs}
-    ratios = []
-    for url, header in runs.values():
-        wrk(url, connections, 1, header=header)  # warm-up (the agent's first read is a miss)
-    for index in range(args.slices):
-        order = ["agent", "native"] if index % 2 == 0 else ["native", "agent"]
-        rps = {}
-        for who in order:
-            url, header = runs[who]
-            rps[who], _, _ = wrk(url, connections, args.seconds, header=header)
-            served[who] += rps[who] * args.seconds
-        ratios.append(rps["agent"] / rps["native"])
-    elapsed = args.slices * args.seconds
-    a_rps, n_rps = served["agent"] / elapsed, served["native"] / elapsed
+    """Appends the requests/s row of cache hits on the broker's AWS agent API against its own
+    API, same secret, same process, taking turns as above."""
+    pid = broker.process.pid
+    turns = Turns(args, {
+        "agent": Contender(pid, wrk_load(
+            f"http://{broker.agent}/secretsmanager/get?secretId=bench/db0000",
+            header=f"X-Aws-Parameters-Secrets-Token: {TOKEN}")),
+        "native": Contender(pid, wrk_load(f"http://{broker.api}/credentials/db0000")),
+    }, connections, "agent", "native")
+    a_rps, n_rps = turns.rate["agent"], turns.rate["native"]
     rows.append((f"the broker's AWS agent API, GET /secretsmanager/get, {connections} conn: "
                  "requests/s", f"{a_rps:,.0f} (native /credentials: {n_rps:,.0f})", "", "",
-                 f"{a_rps / n_rps:.2f} x the native endpoint (slices: {min(ratios):.2f}-"
-                 f"{max(ratios):.2f}) (target >= 0.95)"))
+                 f"{a_rps / n_rps:.2f} x the native endpoint{turns.spread(quartiles=False)} "
+                 "(target >= 0.95)"))
 
 
 class HeldPolls:
