@@ -412,8 +412,9 @@ def unix_load(socket_path, path, keepalive):
 
 class Turns:
     """`args.slices` slices of `args.seconds` for each of the `contenders`, taking turns (the
-    order rotating each round, so that each goes first as often as the others), so that a slowdown of the shared machine lands on all; ratios are of all
-    requests served, which move far less between runs than any one slice does. Holds each
+    order rotating each round, so that each goes first as often as the others), so that a
+    slowdown of the shared machine lands on all; ratios are of all requests served, which
+    move far less between runs than any one slice does. Holds each
     contender's requests/s (`rate`), CPU per request in us (`per_request`), latencies of each
     slice, and the ratio of `numerator` to `denominator` in each slice."""
 

@@ -46,20 +46,35 @@ def send(port, count):
     connection.close()
 
 
+def write_wrapper(command, binary, out_prefix, options=""):
+    """Writes `command`, a script that runs `binary` under callgrind with `options`, its dumps
+    written to `<out_prefix>.<pid>[.<n>]` (exec keeps the pid: the wrapper's is valgrind's)."""
+    command.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind {options} "
+                       f"--callgrind-out-file={out_prefix}.%p {binary} \"$@\"\n")
+    command.chmod(0o755)
+
+
+def dump(pid, out_prefix, count):
+    """Has callgrind process `pid` write what ran since its last dump (and zero its counters);
+    returns its dump files, oldest first, once there are `count`."""
+    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while len(dumps := glob.glob(f"{out_prefix}.{pid}.*")) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("callgrind: no dump written")
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the dump finish
+    return sorted(dumps, key=lambda path: int(path.rsplit(".", 1)[1]))
+
+
 def measure(pid, port, out_prefix):
     """Instructions per request of the callgrind process `pid`, serving on `port`."""
     send(port, WARM_UP)
     subprocess.run(["callgrind_control", "--zero", str(pid)], check=True, capture_output=True)
     send(port, REQUESTS)
-    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
-    deadline = time.monotonic() + 30
-    while not (dumps := glob.glob(f"{out_prefix}.{pid}.*")):
-        if time.monotonic() > deadline:
-            raise SystemExit("callgrind: no dump written")
-        time.sleep(0.2)
-    time.sleep(0.5)  # let the dump finish
-    text = Path(sorted(dumps)[-1]).read_text(errors="replace")
-    return int(re.search(r"^summary: (\d+)", text, re.M).group(1)) / REQUESTS, dumps[-1]
+    last = dump(pid, out_prefix, 1)[-1]
+    text = Path(last).read_text(errors="replace")
+    return int(re.search(r"^summary: (\d+)", text, re.M).group(1)) / REQUESTS, last
 
 
 def group(source, function):
@@ -121,11 +136,7 @@ def main():
     try:
         moto.create_dbs(10)
         wrapper = workdir / "broker-under-callgrind"
-        wrapper.write_text(
-            f'#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={out_prefix}.%p '
-            f'{binary} "$@"\n'
-        )
-        wrapper.chmod(0o755)
+        write_wrapper(wrapper, binary, out_prefix)
         bench.BROKER = wrapper
         broker = bench.Broker(workdir, proxy.port, 10)
         try:

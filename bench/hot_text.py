@@ -34,29 +34,14 @@ import time
 from pathlib import Path
 
 import bench
+from callgrind import dump, write_wrapper
 
 OUTPUT = bench.ROOT / "docker" / "hot-text.ld"
-HOST = subprocess.run(["rustc", "--print", "host-tuple"], capture_output=True, text=True,
-                      check=True).stdout.strip()
 # The static C libraries docker/build-release links; a plain build links them dynamically, and
 # their patterns match nothing there.
 ARCHIVES = ("libc.a", "libm.a", "libgcc.a", "libgcc_eh.a")
 # Every format a PostgreSQL database has (the bench's secrets are PostgreSQL ones).
 FORMATS = ("json", "uri", "jdbc", "keyvalue", "env", "pgpass", "pgbouncer", "service")
-
-
-def write_wrapper(command, binary, out):
-    """Writes `command`, a script that runs `binary` under callgrind (bench.Broker starts it)."""
-    command.write_text(
-        "#!/bin/sh\nexec valgrind --tool=callgrind --demangle=no --dump-line=no "
-        f"--callgrind-out-file={out}.%p {binary} \"$@\"\n"
-    )
-    command.chmod(0o755)
-
-
-def dump(pid):
-    """Writes what ran since the last dump to a file of its own, and zeroes the counters."""
-    subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
 
 
 def executed(path):
@@ -73,14 +58,14 @@ def run_scenario(binary, workdir):
     """Returns the functions run while serving hits, and all functions run."""
     out = workdir / "callgrind.out"
     wrapper = workdir / "broker-under-callgrind"
-    write_wrapper(wrapper, binary, out)
+    write_wrapper(wrapper, binary, out, "--demangle=no --dump-line=no")
     socket = workdir / "broker.sock"
     moto = bench.Moto()
     try:
         moto.create_dbs(10)
         broker = bench.Broker(workdir, moto.port, 10, binary=wrapper,
                               server=f'[server.unix_socket]\npath = "{socket}"\nmode = "0600"\n')
-        pid = broker.process.pid  # exec keeps the pid: the wrapper's is valgrind's
+        pid = broker.process.pid
         try:
             broker.ready_seconds()
             for i in range(10):
@@ -91,8 +76,7 @@ def run_scenario(binary, workdir):
                 subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://{broker.admin}{path}"],
                                check=True)
             time.sleep(1)
-            dump(pid)
-            wait_for_dumps(out, pid, 1)
+            dump(pid, out, 1)
             subprocess.run(["wrk", "-t1", "-c64", "-d5s", "-H",
                             f"Authorization: Bearer {bench.TOKEN}",
                             f"http://{broker.api}/credentials/db0000"],
@@ -102,8 +86,7 @@ def run_scenario(binary, workdir):
                                 "-H", f"Authorization: Bearer {bench.TOKEN}",
                                 "http://broker/credentials/db0000"], check=True)
             time.sleep(1)
-            dump(pid)
-            wait_for_dumps(out, pid, 2)
+            dump(pid, out, 2)
         finally:
             broker.process.send_signal(signal.SIGTERM)
             broker.process.wait(timeout=120)
@@ -114,15 +97,6 @@ def run_scenario(binary, workdir):
         raise SystemExit(f"hot_text: expected 3 callgrind dumps, found {dumps}")
     hits = executed(next(d for d in dumps if d.endswith(".2")))
     return hits, set().union(*(executed(d) for d in dumps))
-
-
-def wait_for_dumps(out, pid, count):
-    deadline = time.monotonic() + 60
-    while len(glob.glob(f"{out}.{pid}.*")) < count:
-        if time.monotonic() > deadline:
-            raise SystemExit("hot_text: callgrind wrote no dump")
-        time.sleep(0.2)
-    time.sleep(0.5)  # let the dump finish
 
 
 def archive_members():
@@ -177,7 +151,7 @@ def main():
                              "(apt-get install valgrind wrk curl binutils gcc)")
     subprocess.run(["bash", "docker/build-release", "--profile", "profiling", "--bin",
                     "credential-broker"], cwd=bench.ROOT, check=True)
-    binary = bench.ROOT / "target" / HOST / "profiling" / "credential-broker"
+    binary = bench.RELEASE.parent / "profiling" / "credential-broker"
     hits, run = run_scenario(binary, Path(tempfile.mkdtemp(prefix="hot-text-")))
     members = archive_members()
     lines = [pattern(name, members) for name in sorted(hits) + sorted(run - hits)]
