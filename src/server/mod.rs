@@ -25,6 +25,17 @@ pub(crate) use unix::{BoundSocket, bind_unix};
 /// Pause after a failed `accept`, e.g. when the process is out of file descriptors.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// hyper's own limit on a request target: a longer one gets its bare 414.
+const MAX_TARGET_BYTES: usize = 65_534;
+
+/// The most a connection buffers of a request head: a target up to hyper's limit and headers
+/// up to twice `max_header_bytes` (at least 16 KiB), so that every head but those hyper refuses
+/// by its own limits reaches the handlers and gets their JSON (or the agent's) refusal, not
+/// hyper's bare 431. A buffer grows only as a client sends: 8 KiB for an ordinary request.
+fn read_buffer_bytes(max_header_bytes: usize) -> usize {
+    (max_header_bytes * 2).max(16 * 1024) + MAX_TARGET_BYTES + 4096
+}
+
 /// A listener the accept loop can serve: TCP, or a Unix socket whose peers' uids are known.
 pub(crate) trait Accept {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
@@ -107,8 +118,7 @@ pub(crate) async fn serve<L, S>(
         // serves 4-9 % more cache hits at 16 and 64 connections (BENCHMARKS.md).
         .writev(false)
         .header_read_timeout(limits.header_read_timeout)
-        // Room for headers up to the configured limit, so that the limit is answered with JSON.
-        .max_buf_size((limits.max_header_bytes * 2).max(16 * 1024) + 4096);
+        .max_buf_size(read_buffer_bytes(limits.max_header_bytes));
     let mut open = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {

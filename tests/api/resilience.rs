@@ -439,6 +439,16 @@ async fn hostile_input_gets_clean_json_4xx_and_never_reaches_upstream() {
             431,
             "headers_too_large",
         ),
+        // A request target far longer than any valid one still reaches the handler (hyper's
+        // read buffer holds a target up to hyper's own 65,534-byte limit).
+        (
+            format!(
+                "GET /credentials/orders?format={} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n",
+                "%F0%9D%94%B8".repeat(5000)
+            ),
+            400,
+            "invalid_format",
+        ),
         (
             format!(
                 "POST /credentials/orders/refresh HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1048576\r\nConnection: close\r\n\r\n"
