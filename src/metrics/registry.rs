@@ -252,7 +252,7 @@ impl Metrics {
             ),
             connections_closed: b.counters(
                 CONNECTIONS_CLOSED_TOTAL,
-                "Connections the broker closed to stay within server.max_connections, by listener and reason (idle_evicted: idle, for a new one; over_capacity: new, every other one busy).",
+                "Connections the broker closed, by listener and reason (idle_evicted: idle, for a new one, to stay within server.max_connections; over_capacity: new, every other one busy; header_timeout: no request head within server.header_read_timeout).",
                 &["listener", "reason"],
             ),
             registry: b.0,

@@ -1,28 +1,49 @@
-//! The open connections of one listener, at most its cap. A connection that has no request in
-//! progress (still waiting for its request headers, or idle between requests) holds its place
+//! The open connections of one listener, at most its cap. A connection is busy from the moment
+//! its request head is read until its response is sent, body and all (an event stream's too).
+//! One that is not (still sending its request head, or idle between requests) holds its place
 //! only while nobody else needs it: when the table is full, a new connection takes the place of
 //! the one idle the longest, which is asked to close. Only when every connection is busy is the
-//! new one closed at once, so idle sockets can never starve callers.
+//! new one closed at once, so idle sockets can never starve callers. And one that stays idle for
+//! `server.header_read_timeout` is closed: the table's sweep, ticking ten times per timeout, is
+//! the clock, so the request path marks a connection idle without reading a clock or arming a
+//! timer.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
+use hyper::body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::Notify;
+
+/// Sweeps per idle timeout: a connection idle that long is closed within a tenth of it more.
+const SWEEPS_PER_TIMEOUT: u32 = 10;
 
 /// The connections of one listener.
 #[derive(Debug)]
 pub(crate) struct Connections {
     max: usize,
     table: Mutex<Table>,
+    clock: Arc<IdleClock>,
     open: IntGauge,
     evicted: IntCounter,
     refused: IntCounter,
+}
+
+/// The counters of the connections a listener closes, by why.
+#[derive(Debug)]
+pub(crate) struct Closed {
+    /// Idle, for a new connection.
+    pub(crate) evicted: IntCounter,
+    /// New, every other one busy.
+    pub(crate) refused: IntCounter,
+    /// Idle for `server.header_read_timeout`.
+    pub(crate) timed_out: IntCounter,
 }
 
 /// Open connections by the order they came in.
@@ -32,17 +53,66 @@ struct Table {
     open: BTreeMap<u64, Arc<Slot>>,
 }
 
-/// One connection's place: how many of its requests are in progress, and the request to close.
-#[derive(Debug, Default)]
+/// The table's coarse clock: the number of sweeps so far.
+#[derive(Debug)]
+struct IdleClock {
+    ticks: AtomicU64,
+    timed_out: IntCounter,
+}
+
+impl IdleClock {
+    fn now(&self) -> u64 {
+        self.ticks.load(Ordering::Acquire)
+    }
+}
+
+/// One connection's place: how many of its requests are in progress, since when it has had
+/// none, and the requests to close.
+#[derive(Debug)]
 pub(crate) struct Slot {
     busy: AtomicUsize,
+    /// The tick at which it last became idle (admitted, or its last response sent).
+    idle_since: AtomicU64,
+    clock: Arc<IdleClock>,
     close: Notify,
+    expire: Notify,
 }
 
 impl Slot {
     /// Completes once the connection is asked to give up its place.
     pub(crate) async fn closing(&self) {
         self.close.notified().await;
+    }
+
+    /// Completes once the sweep finds the connection idle for too long.
+    pub(crate) async fn expiring(&self) {
+        self.expire.notified().await;
+    }
+
+    /// Whether the connection has been idle for more than `SWEEPS_PER_TIMEOUT` whole ticks:
+    /// checked again by the connection's own task, which alone starts and ends its requests.
+    fn expired(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0
+            && self.clock.now() - self.idle_since.load(Ordering::Acquire)
+                > u64::from(SWEEPS_PER_TIMEOUT)
+    }
+
+    /// Whether the connection has been idle too long; if so, it is counted as closed for it.
+    pub(crate) fn close_if_expired(&self) -> bool {
+        self.count_timed_out(self.expired())
+    }
+
+    /// Whether the connection is idle; if so, it is counted as closed for being idle too long
+    /// (asked to close a timeout ago, it still has not sent a request head).
+    pub(crate) fn close_if_idle(&self) -> bool {
+        self.count_timed_out(self.busy.load(Ordering::Acquire) == 0)
+    }
+
+    fn count_timed_out(&self, closes: bool) -> bool {
+        if closes {
+            self.clock.timed_out.inc();
+        }
+        closes
     }
 }
 
@@ -68,21 +138,34 @@ impl Drop for Place {
 }
 
 impl Connections {
-    /// At most `max` connections; `open` is their gauge, `evicted` and `refused` count the
-    /// connections closed to make room and those closed for want of it.
-    pub(crate) fn new(
-        max: usize,
-        open: IntGauge,
-        evicted: IntCounter,
-        refused: IntCounter,
-    ) -> Arc<Self> {
+    /// At most `max` connections; `open` is their gauge, `closed` counts those closed and why.
+    pub(crate) fn new(max: usize, open: IntGauge, closed: Closed) -> Arc<Self> {
         Arc::new(Self {
             max,
             table: Mutex::default(),
+            clock: Arc::new(IdleClock {
+                ticks: AtomicU64::new(0),
+                timed_out: closed.timed_out,
+            }),
             open,
-            evicted,
-            refused,
+            evicted: closed.evicted,
+            refused: closed.refused,
         })
+    }
+
+    /// How often [`Connections::sweep`] must run for connections idle for `timeout` to close.
+    pub(crate) fn sweep_every(timeout: Duration) -> Duration {
+        timeout / SWEEPS_PER_TIMEOUT
+    }
+
+    /// Advances the clock one tick and asks each connection idle for longer than the timeout
+    /// to close at once.
+    pub(crate) fn sweep(&self) {
+        self.clock.ticks.fetch_add(1, Ordering::AcqRel);
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        for slot in table.open.values().filter(|slot| slot.expired()) {
+            slot.expire.notify_one();
+        }
     }
 
     /// A place for a new connection: a free one, or the place of the connection idle the
@@ -94,7 +177,8 @@ impl Connections {
             let idle = table
                 .open
                 .iter()
-                .find(|(_, slot)| slot.busy.load(Ordering::Acquire) == 0)
+                .filter(|(_, slot)| slot.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, slot)| slot.idle_since.load(Ordering::Acquire))
                 .map(|(id, _)| *id);
             let Some(id) = idle else {
                 self.refused.inc();
@@ -107,7 +191,13 @@ impl Connections {
         }
         let id = table.next;
         table.next += 1;
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(Slot {
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(self.clock.now()),
+            clock: Arc::clone(&self.clock),
+            close: Notify::new(),
+            expire: Notify::new(),
+        });
         table.open.insert(id, Arc::clone(&slot));
         self.open.inc();
         Some(Place {
@@ -131,30 +221,71 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        let slot = &self.0;
+        if slot.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            slot.idle_since.store(slot.clock.now(), Ordering::Release);
+        }
     }
 }
 
 pin_project! {
-    /// A response future whose connection counts as busy until it completes or is dropped.
+    /// A response future whose connection counts as busy until the response it gives is sent.
     pub(crate) struct WhileBusy<F> {
         #[pin]
         inner: F,
-        busy: Busy,
+        busy: Option<Busy>,
     }
 }
 
 impl<F> WhileBusy<F> {
     pub(crate) fn new(inner: F, busy: Busy) -> Self {
-        Self { inner, busy }
+        Self {
+            inner,
+            busy: Some(busy),
+        }
     }
 }
 
-impl<F: Future> Future for WhileBusy<F> {
-    type Output = F::Output;
+impl<F, B, E> Future for WhileBusy<F>
+where
+    F: Future<Output = Result<hyper::Response<B>, E>>,
+{
+    type Output = Result<hyper::Response<BusyBody<B>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let busy = this.busy.take();
+        Poll::Ready(Ok(response.map(|inner| BusyBody { inner, busy })))
+    }
+}
+
+pin_project! {
+    /// A response body whose connection counts as busy until it is sent (and dropped).
+    pub(crate) struct BusyBody<B> {
+        #[pin]
+        inner: B,
+        busy: Option<Busy>,
+    }
+}
+
+impl<B: Body> Body for BusyBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -166,9 +297,68 @@ mod tests {
         Connections::new(
             max,
             IntGauge::new("open", "h").unwrap(),
-            IntCounter::new("evicted", "h").unwrap(),
-            IntCounter::new("refused", "h").unwrap(),
+            Closed {
+                evicted: IntCounter::new("evicted", "h").unwrap(),
+                refused: IntCounter::new("refused", "h").unwrap(),
+                timed_out: IntCounter::new("timed_out", "h").unwrap(),
+            },
         )
+    }
+
+    /// Whether `slot` has been asked to close for idling (without waiting).
+    fn asked_to_expire(slot: &Slot) -> bool {
+        let expiring = std::pin::pin!(slot.expiring());
+        std::future::Future::poll(expiring, &mut Context::from_waker(std::task::Waker::noop()))
+            .is_ready()
+    }
+
+    #[test]
+    fn a_connection_idle_for_more_than_ten_sweeps_is_asked_to_close_and_a_busy_one_never() {
+        let connections = table(4);
+        let idle = connections.admit().unwrap();
+        let busy = connections.admit().unwrap();
+        let request = Busy::enter(&busy.slot);
+        for _ in 0..SWEEPS_PER_TIMEOUT {
+            connections.sweep();
+        }
+        // Ten ticks: between nine and ten sweep periods idle, possibly short of the timeout.
+        assert!(!asked_to_expire(&idle.slot));
+        connections.sweep();
+        assert!(asked_to_expire(&idle.slot));
+        assert!(idle.slot.close_if_expired());
+        assert_eq!(connections.clock.timed_out.get(), 1);
+        assert!(!asked_to_expire(&busy.slot));
+        assert!(!busy.slot.close_if_expired());
+        // Its request ends: idle from now on, for as long again.
+        drop(request);
+        for _ in 0..SWEEPS_PER_TIMEOUT {
+            connections.sweep();
+        }
+        assert!(!asked_to_expire(&busy.slot));
+        connections.sweep();
+        assert!(asked_to_expire(&busy.slot));
+        assert_eq!(
+            Connections::sweep_every(Duration::from_secs(5)),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_keeps_its_connection_busy_until_its_body_is_dropped() {
+        let connections = table(1);
+        let place = connections.admit().unwrap();
+        let response = WhileBusy::new(
+            std::future::ready(Ok::<_, ()>(hyper::Response::new(String::from("body")))),
+            Busy::enter(&place.slot),
+        )
+        .await
+        .unwrap();
+        assert!(
+            connections.admit().is_none(),
+            "the response is not sent yet"
+        );
+        drop(response);
+        assert!(connections.admit().is_some());
     }
 
     #[tokio::test]

@@ -228,6 +228,164 @@ async fn a_connection_over_the_cap_is_closed_at_once_when_every_other_is_busy() 
     drop(busy);
 }
 
+/// Reads from `stream` until it closes (or `limit` passes: `None`), and says when it closed.
+async fn closed_at(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Instant> {
+    let mut buffer = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return Instant::now(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Reads from `stream` until `text` has come, and returns what came.
+async fn read_until(stream: &mut tokio::net::TcpStream, text: &str) -> String {
+    let mut got = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(text) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {text:?}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_a_request_head_closes_after_the_header_read_timeout_and_held_answers_do_not()
+ {
+    let broker = file_broker("header_read_timeout = \"1s\"\nmax_wait = \"5s\"", "", "").await;
+    broker.wait_ready(Duration::from_secs(10)).await;
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let etag = broker.get("a").await.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let connect = || tokio::net::TcpStream::connect(broker.api);
+    // Silent from the start; half a request head; one answer, then silence.
+    let mut silent = connect().await.unwrap();
+    let silent_since = Instant::now();
+    let mut half = connect().await.unwrap();
+    half.write_all(b"GET /credentials/a HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let half_since = Instant::now();
+    let mut answered = connect().await.unwrap();
+    answered
+        .write_all(format!("GET /credentials/a HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes())
+        .await
+        .unwrap();
+    read_until(&mut answered, "\"password\"").await;
+    let answered_since = Instant::now();
+    // An event stream and a long poll of 3 s, held past the timeout.
+    let mut stream = connect().await.unwrap();
+    stream
+        .write_all(
+            format!("GET /credentials/a/events HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    read_until(&mut stream, "event: ").await;
+    let mut poll = connect().await.unwrap();
+    poll.write_all(
+        format!(
+            "GET /credentials/a?wait=3s HTTP/1.1\r\nHost: x\r\n{auth}If-None-Match: {etag}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let poll_since = Instant::now();
+
+    for (name, socket, since) in [
+        ("silent", &mut silent, silent_since),
+        ("half a head", &mut half, half_since),
+        ("after an answer", &mut answered, answered_since),
+    ] {
+        let at = closed_at(socket, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{name}: still open after 5 s"));
+        let idle = at - since;
+        println!(
+            "FIGURE header_read_timeout 1s: {name} closed after {} ms",
+            idle.as_millis()
+        );
+        assert!(
+            idle >= Duration::from_millis(950) && idle < Duration::from_secs(3),
+            "{name}: closed after {idle:?}"
+        );
+    }
+    let answer = read_until(&mut poll, "\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 304"), "{answer}");
+    assert!(poll_since.elapsed() >= Duration::from_millis(2900));
+    let mut buffer = [0u8; 256];
+    let still = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buffer)).await;
+    assert!(
+        !matches!(still, Ok(Ok(0) | Err(_))),
+        "the event stream was closed: {still:?}"
+    );
+    let page = broker.metrics().await;
+    // Those three, and the test client's own connection once it idles.
+    assert!(
+        metric(
+            &page,
+            "credential_broker_connections_closed_total",
+            &[("listener", "api"), ("reason", "header_timeout")]
+        )
+        .is_some_and(|closed| closed >= 3.0),
+        "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_keeps_its_place_and_an_idle_connection_gives_way() {
+    let broker = file_broker("max_connections = 2\nheader_read_timeout = \"3s\"", "", "").await;
+    broker.wait_ready(Duration::from_secs(10)).await;
+    let mut stream = tokio::net::TcpStream::connect(broker.api).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /credentials/a/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    read_until(&mut stream, "event: ").await;
+    // Idle: half a request head, the rest never sent.
+    let mut idle = tokio::net::TcpStream::connect(broker.api).await.unwrap();
+    idle.write_all(b"GET /credentials/a HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third: the idle one gives way, not the stream (older, but sending its answer). Out of
+    // the table, the idle one is closed a timeout later at the latest.
+    let evicted = Instant::now();
+    assert_eq!(broker.get("a").await.status(), 200);
+    let closed = closed_at(&mut idle, Duration::from_secs(5))
+        .await
+        .expect("the idle connection stays open");
+    println!(
+        "FIGURE an idle connection that gave way closed after {} ms (header_read_timeout 3 s)",
+        (closed - evicted).as_millis()
+    );
+    let mut buffer = [0u8; 256];
+    let still = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buffer)).await;
+    assert!(
+        !matches!(still, Ok(Ok(0) | Err(_))),
+        "the event stream was closed: {still:?}"
+    );
+}
+
 // --- 4. a token reload that would widen access -------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

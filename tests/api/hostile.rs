@@ -336,7 +336,7 @@ fn check_labels(page: &str) -> usize {
                 "client" => ["default", "unauthenticated"].contains(&value),
                 "result" => codes.contains(&value) || ["hit", "stale", "miss"].contains(&value),
                 "listener" => ["api", "admin"].contains(&value),
-                "reason" => ["idle_evicted", "over_capacity"].contains(&value),
+                "reason" => ["idle_evicted", "over_capacity", "header_timeout"].contains(&value),
                 "operation" => value == "ReadFile",
                 "outcome" => {
                     ["success", "not_found", "timeout", "error", "malformed"].contains(&value)
