@@ -92,8 +92,12 @@ impl Slot {
     /// Whether the connection has been idle for more than `SWEEPS_PER_TIMEOUT` whole ticks:
     /// checked again by the connection's own task, which alone starts and ends its requests.
     fn expired(&self) -> bool {
+        // Saturating: another thread may have stored a tick this one has not seen yet.
         self.busy.load(Ordering::Acquire) == 0
-            && self.clock.now() - self.idle_since.load(Ordering::Acquire)
+            && self
+                .clock
+                .now()
+                .saturating_sub(self.idle_since.load(Ordering::Acquire))
                 > u64::from(SWEEPS_PER_TIMEOUT)
     }
 
