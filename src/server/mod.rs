@@ -28,10 +28,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The most a connection buffers of a request head: room for headers up to twice
 /// `max_header_bytes` (at least 16 KiB, plus 4 KiB), so that headers over the limit are answered
-/// by the handlers with JSON. A larger head gets hyper's bare 431, which openapi.yaml documents:
-/// this bounds what a client holding every connection can pin (2,048 x 20 KiB by default; with
-/// room for hyper's 64 KiB request targets it was 2,048 x 84 KiB, and 2,000 such heads held
-/// 181 MiB, 176 still after they closed).
+/// by the handlers with JSON. A larger head gets hyper's bare 431, which openapi.yaml documents.
+/// Kept this small because it bounds what a client holding every connection can pin (2,048 x
+/// 20 KiB by default; glibc keeps most of it after they close).
 fn read_buffer_bytes(max_header_bytes: usize) -> usize {
     (max_header_bytes * 2).max(16 * 1024) + 4096
 }
@@ -200,12 +199,7 @@ async fn run_connection<I, S>(
                 }
                 return;
             }
-            () = slot.closing(), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-                grace.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
-            }
-            () = stopped(&mut stop), if !closing => {
+            () = asked_to_close(&slot, &mut stop), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
                 grace.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
@@ -226,6 +220,14 @@ async fn run_connection<I, S>(
                 grace.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
             }
         }
+    }
+}
+
+/// Completes once the connection is asked to give up its place or the listener stops.
+async fn asked_to_close(slot: &Slot, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = slot.closing() => {}
+        () = stopped(stop) => {}
     }
 }
 
