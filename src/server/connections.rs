@@ -11,15 +11,15 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use hyper::body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use prometheus::{IntCounter, IntGauge};
-use tokio::sync::Notify;
 
 /// Sweeps per idle timeout: a connection idle that long is closed within a tenth of it more.
 const SWEEPS_PER_TIMEOUT: u32 = 10;
@@ -67,26 +67,71 @@ impl IdleClock {
 }
 
 /// One connection's place: how many of its requests are in progress, since when it has had
-/// none, and the requests to close.
+/// none, and what its task is asked to do.
 #[derive(Debug)]
 pub(crate) struct Slot {
     busy: AtomicUsize,
     /// The tick at which it last became idle (admitted, or its last response sent).
     idle_since: AtomicU64,
     clock: Arc<IdleClock>,
-    close: Notify,
-    expire: Notify,
+    /// What the connection's task has been asked and not yet seen: [`Asked`]'s bits.
+    asked: AtomicU8,
+    /// The connection's task, woken when asked. Not a `tokio::sync::Notify`: its `Notified`
+    /// takes a lock every time it is polled, and the task polls this at every wake-up, that is
+    /// for every request (BENCHMARKS.md).
+    task: AtomicWaker,
+}
+
+/// What a connection's task is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Asked(u8);
+
+impl Asked {
+    /// Give up its place: finish the request in progress, if any, and close (evicted for a new
+    /// connection, or the listener stops).
+    const CLOSE: u8 = 1;
+    /// Close if still idle: the sweep found it idle for `header_read_timeout`.
+    const EXPIRE: u8 = 2;
+
+    pub(crate) fn to_close(self) -> bool {
+        self.0 & Self::CLOSE != 0
+    }
+
+    pub(crate) fn to_expire(self) -> bool {
+        self.0 & Self::EXPIRE != 0
+    }
 }
 
 impl Slot {
-    /// Completes once the connection is asked to give up its place.
-    pub(crate) async fn closing(&self) {
-        self.close.notified().await;
+    fn new(clock: &Arc<IdleClock>) -> Self {
+        Self {
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(clock.now()),
+            clock: Arc::clone(clock),
+            asked: AtomicU8::new(0),
+            task: AtomicWaker::new(),
+        }
     }
 
-    /// Completes once the sweep finds the connection idle for too long.
-    pub(crate) async fn expiring(&self) {
-        self.expire.notified().await;
+    fn ask(&self, what: u8) {
+        self.asked.fetch_or(what, Ordering::Release);
+        self.task.wake();
+    }
+
+    /// Completes with what the connection has been asked since the last time (asked twice the
+    /// same, it is told once). Its task is woken when asked while this waits.
+    pub(crate) fn asked(&self) -> impl Future<Output = Asked> + '_ {
+        std::future::poll_fn(|cx| {
+            // One load when nothing is asked: the request path's cost.
+            if self.asked.load(Ordering::Acquire) == 0 {
+                self.task.register(cx.waker());
+                // Asked in between: `ask` sets the bits before it wakes.
+                if self.asked.load(Ordering::Acquire) == 0 {
+                    return Poll::Pending;
+                }
+            }
+            Poll::Ready(Asked(self.asked.swap(0, Ordering::AcqRel)))
+        })
     }
 
     /// Whether the connection has been idle for more than `SWEEPS_PER_TIMEOUT` whole ticks:
@@ -168,7 +213,15 @@ impl Connections {
         self.clock.ticks.fetch_add(1, Ordering::AcqRel);
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         for slot in table.open.values().filter(|slot| slot.expired()) {
-            slot.expire.notify_one();
+            slot.ask(Asked::EXPIRE);
+        }
+    }
+
+    /// Asks every connection to close after the request it has in progress: the listener stops.
+    pub(crate) fn close_all(&self) {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        for slot in table.open.values() {
+            slot.ask(Asked::CLOSE);
         }
     }
 
@@ -189,19 +242,13 @@ impl Connections {
                 return None;
             };
             let slot = table.open.remove(&id).expect("found above");
-            slot.close.notify_one();
+            slot.ask(Asked::CLOSE);
             self.open.dec();
             self.evicted.inc();
         }
         let id = table.next;
         table.next += 1;
-        let slot = Arc::new(Slot {
-            busy: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(self.clock.now()),
-            clock: Arc::clone(&self.clock),
-            close: Notify::new(),
-            expire: Notify::new(),
-        });
+        let slot = Arc::new(Slot::new(&self.clock));
         table.open.insert(id, Arc::clone(&slot));
         self.open.inc();
         Some(Place {
@@ -309,11 +356,18 @@ mod tests {
         )
     }
 
+    /// What `slot` has been asked since the last call, without waiting: `None` if nothing.
+    fn asked_now(slot: &Slot) -> Option<Asked> {
+        let asked = std::pin::pin!(slot.asked());
+        match Future::poll(asked, &mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(asked) => Some(asked),
+            Poll::Pending => None,
+        }
+    }
+
     /// Whether `slot` has been asked to close for idling (without waiting).
     fn asked_to_expire(slot: &Slot) -> bool {
-        let expiring = std::pin::pin!(slot.expiring());
-        std::future::Future::poll(expiring, &mut Context::from_waker(std::task::Waker::noop()))
-            .is_ready()
+        asked_now(slot).is_some_and(Asked::to_expire)
     }
 
     #[test]
@@ -347,6 +401,34 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_waiting_connection_is_woken_when_asked_and_told_once() {
+        struct Woken(std::sync::atomic::AtomicBool);
+        impl std::task::Wake for Woken {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let connections = table(2);
+        let first = connections.admit().unwrap();
+        let second = connections.admit().unwrap();
+        let woken = Arc::new(Woken(std::sync::atomic::AtomicBool::new(false)));
+        let waker = std::task::Waker::from(Arc::clone(&woken));
+        let mut context = Context::from_waker(&waker);
+        let mut asked = std::pin::pin!(first.slot.asked());
+        assert!(asked.as_mut().poll(&mut context).is_pending());
+        connections.close_all();
+        connections.close_all();
+        assert!(woken.0.load(Ordering::SeqCst), "the waiting task is woken");
+        assert_eq!(
+            asked.poll(&mut context),
+            Poll::Ready(Asked(Asked::CLOSE)),
+            "asked twice, told once"
+        );
+        assert_eq!(asked_now(&first.slot), None);
+        assert!(asked_now(&second.slot).is_some_and(Asked::to_close));
+    }
+
     #[tokio::test]
     async fn a_response_keeps_its_connection_busy_until_its_body_is_dropped() {
         let connections = table(1);
@@ -373,9 +455,10 @@ mod tests {
         let _busy = Busy::enter(&second.slot);
         // Full: the first (idle) is asked to close and loses its place.
         let third = connections.admit().unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(1), first.slot.closing())
+        let asked = tokio::time::timeout(std::time::Duration::from_secs(1), first.slot.asked())
             .await
             .expect("the idle connection is asked to close");
+        assert!(asked.to_close() && !asked.to_expire());
         assert_eq!(connections.open.get(), 2);
         assert_eq!(connections.evicted.get(), 1);
         // Both remaining are busy: a new one is refused.

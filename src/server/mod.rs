@@ -158,14 +158,10 @@ pub(crate) async fn serve<L, S>(
             peer,
         };
         let connection = http.serve_connection(TokioIo::new(stream), service);
-        open.spawn(run_connection(
-            connection,
-            slot,
-            stop.clone(),
-            limits.header_read_timeout,
-        ));
+        open.spawn(run_connection(connection, slot, limits.header_read_timeout));
     }
     drop(listener);
+    config.connections.close_all();
     while open.join_next().await.is_some() {}
 }
 
@@ -175,7 +171,6 @@ pub(crate) async fn serve<L, S>(
 async fn run_connection<I, S>(
     connection: http1::Connection<I, Tracked<S>>,
     slot: Arc<Slot>,
-    mut stop: watch::Receiver<bool>,
     idle_timeout: Duration,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -199,16 +194,16 @@ async fn run_connection<I, S>(
                 }
                 return;
             }
-            () = asked_to_close(&slot, &mut stop), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-                grace.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
-            }
-            // Checked here again: only this task starts and ends the connection's requests.
-            () = slot.expiring() => {
-                if slot.close_if_expired() {
+            asked = slot.asked() => {
+                // Checked here again: only this task starts and ends the connection's requests.
+                if asked.to_expire() && slot.close_if_expired() {
                     debug!("closing a connection idle for server.header_read_timeout");
                     return;
+                }
+                if asked.to_close() && !closing {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    grace.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 }
             }
             () = grace.as_mut(), if closing => {
@@ -220,14 +215,6 @@ async fn run_connection<I, S>(
                 grace.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
             }
         }
-    }
-}
-
-/// Completes once the connection is asked to give up its place or the listener stops.
-async fn asked_to_close(slot: &Slot, stop: &mut watch::Receiver<bool>) {
-    tokio::select! {
-        () = slot.closing() => {}
-        () = stopped(stop) => {}
     }
 }
 
