@@ -140,7 +140,7 @@ impl Clients {
 
     /// The client whose current token is `presented`. Every token is compared, in constant time,
     /// so the time taken says nothing about which token (or how much of one) matched.
-    pub fn by_token(&self, presented: &str) -> Option<Arc<Client>> {
+    pub fn by_token(&self, presented: &str) -> Option<&Arc<Client>> {
         let presented = TokenDigest::of(presented);
         let tokens = self.tokens.load();
         let mut found = 0u64;
@@ -152,16 +152,13 @@ impl Clients {
         }
         bool::from(any).then(|| {
             let index = usize::try_from(found).expect("an index fits in usize");
-            Arc::clone(&self.all[index])
+            &self.all[index]
         })
     }
 
     /// The client a Unix socket peer with `uid` is, if any.
-    pub fn by_uid(&self, uid: u32) -> Option<Arc<Client>> {
-        self.all
-            .iter()
-            .find(|c| c.uids.contains(&uid))
-            .map(Arc::clone)
+    pub fn by_uid(&self, uid: u32) -> Option<&Arc<Client>> {
+        self.all.iter().find(|c| c.uids.contains(&uid))
     }
 
     /// Re-reads every token file; a changed token replaces the old one at once. A file that

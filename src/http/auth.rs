@@ -32,7 +32,10 @@ pub(super) fn is_proxied(headers: &HeaderMap) -> bool {
 }
 
 /// Rejects oversized, proxied or ambiguous requests, then identifies the caller or answers 401.
-pub(crate) fn admit(state: &ApiState, request: &Request) -> Result<Arc<Client>, ApiError> {
+pub(crate) fn admit<'s>(
+    state: &'s ApiState,
+    request: &Request,
+) -> Result<&'s Arc<Client>, ApiError> {
     let headers = request.headers();
     check_limits(&state.limits, headers)?;
     if is_proxied(headers) {
@@ -48,7 +51,7 @@ pub(crate) fn admit(state: &ApiState, request: &Request) -> Result<Arc<Client>, 
         return Err(ApiError::BadRequest);
     }
     let Some(clients) = &state.clients else {
-        return Ok(Arc::clone(&state.anonymous));
+        return Ok(&state.anonymous);
     };
     // Unauthenticated requests are audited once routed, by the route they name.
     identify(clients, request).ok_or(ApiError::Unauthorized)
@@ -56,7 +59,7 @@ pub(crate) fn admit(state: &ApiState, request: &Request) -> Result<Arc<Client>, 
 
 /// The client behind a bearer token, or else behind the Unix socket peer's uid. A token that is
 /// presented must be valid: it is never ignored in favour of the uid.
-fn identify(clients: &Clients, request: &Request) -> Option<Arc<Client>> {
+fn identify<'c>(clients: &'c Clients, request: &Request) -> Option<&'c Arc<Client>> {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
         let PeerUid(uid) = request.extensions().get::<PeerUid>()?;
         return clients.by_uid(*uid);

@@ -38,7 +38,8 @@ use crate::clients::Client;
 ///
 /// A plain read (see [`credentials::plain_read`]) of an admitted caller, nearly every request in
 /// practice, is answered at once by [`credentials::read_now`] when the cache has the
-/// credentials, else by [`credentials::read`], and labelled by its route's constant. Every other
+/// credentials (taking no place under the cap, while one is free), else by
+/// [`credentials::read`], and labelled by its route's constant. Every other
 /// request goes through the router, refused ones too: the router's layer ([`super::route`])
 /// answers those with their refusal, so each request is labelled by the route it matched.
 #[derive(Debug, Clone)]
@@ -63,9 +64,26 @@ impl Front {
         // `Content-Length` over it is refused before any is read, by the guard).
         let limit = usize::try_from(self.state.limits.max_body_bytes).unwrap_or(usize::MAX);
         let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+        // A request answered at once takes no place under the cap (and is not counted in
+        // flight): that would be four writes to lines every worker thread shares, for a place
+        // held for no time at all. It is refused, though, when every place is taken.
+        let mut caller = None;
+        if self.state.in_progress.load(Ordering::Acquire)
+            < self.state.limits.max_concurrent_requests
+        {
+            let admitted = auth::admit(&self.state, &request);
+            if let Ok(client) = admitted
+                && let Some(response) = self.answer_at_once(&request, client, started)
+            {
+                return FrontFuture::answered(response);
+            }
+            caller = Some(admitted);
+        }
         let admission = AdmissionGuard::enter(&self.state, request.method().clone(), started);
         let caller = if admission.admitted {
-            auth::admit(&self.state, &request)
+            caller
+                .unwrap_or_else(|| auth::admit(&self.state, &request))
+                .map(Arc::clone)
         } else {
             Err(ApiError::Overloaded)
         };
@@ -81,19 +99,32 @@ impl Front {
         }
     }
 
-    /// The answer to an admitted request of `client`, and the route it is labelled by.
+    /// The answer to a plain read of `client` that the cache has, counted and finished.
+    fn answer_at_once(
+        &self,
+        request: &Request,
+        client: &Client,
+        started: Instant,
+    ) -> Option<Response> {
+        let (db, format) = credentials::plain_read(request.method(), request.uri())?;
+        let answer = credentials::read_now(&self.state, client, db, format, request.headers())?;
+        Some(finish(
+            &self.state.metrics,
+            Some(CREDENTIALS_ROUTE),
+            request.method(),
+            started,
+            answer.into_response(),
+        ))
+    }
+
+    /// The answer to an admitted request of `client` that has to wait, and the route it is
+    /// labelled by.
     fn answer(&self, request: Request, client: Arc<Client>) -> (Answer, RouteLabel) {
-        let Some((db, format)) = credentials::plain_read(request.method(), request.uri()) else {
+        let Some(_) = credentials::plain_read(request.method(), request.uri()) else {
             return self.route(request, Caller(client));
         };
         let route = RouteLabel::Fixed(CREDENTIALS_ROUTE);
-        if let Some(answer) =
-            credentials::read_now(&self.state, &client, db, format, request.headers())
-        {
-            let response = Some(answer.into_response());
-            return (Answer::Ready { response }, route);
-        }
-        // Not in the cache: wait for the source.
+        // Not in the cache (or there was no room to answer at once): wait for the source.
         let state = Arc::clone(&self.state);
         let (parts, _) = request.into_parts();
         let future = Box::pin(async move {
@@ -176,8 +207,8 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
 pin_project! {
     #[project = AnswerProj]
     enum Answer {
-        // A plain read the cache answered at once.
-        Ready { response: Option<Response> },
+        // A plain read the cache answered at once, counted and finished.
+        Finished { response: Option<Response> },
         // A plain read waiting for the source.
         FromSource { future: Pin<Box<dyn Future<Output = Response> + Send>> },
         // Everything else, refusals included: the router's answer.
@@ -194,6 +225,20 @@ pin_project! {
         // Armed the first time the answer is not ready.
         timer: Option<Pin<Box<Sleep>>>,
         admission: Option<AdmissionGuard>,
+    }
+}
+
+impl FrontFuture {
+    /// The future of a request answered at once, counted and finished already.
+    fn answered(response: Response) -> Self {
+        Self {
+            answer: Answer::Finished {
+                response: Some(response),
+            },
+            route: RouteLabel::Fixed(CREDENTIALS_ROUTE),
+            timer: None,
+            admission: None,
+        }
     }
 }
 
@@ -251,7 +296,9 @@ impl Future for FrontFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let ready = match this.answer.project() {
-            AnswerProj::Ready { response } => Poll::Ready(response.take()),
+            AnswerProj::Finished { response } => {
+                return Poll::Ready(Ok(response.take().expect("polled after completion")));
+            }
             AnswerProj::FromSource { future } => future.as_mut().poll(cx).map(Some),
             AnswerProj::Routed { future } => future.poll(cx).map(|result| match result {
                 Ok(response) => Some(response),

@@ -143,7 +143,7 @@ impl Metrics {
             http: http.clone(),
             http_in_flight: b.int_gauge(
                 HTTP_REQUESTS_IN_FLIGHT,
-                "HTTP requests being answered right now, on both listeners.",
+                "HTTP requests being answered right now, on both listeners (cache hits answered at once are not counted).",
             ),
             waiters: b.int_gauge(
                 WAITERS,

@@ -304,18 +304,20 @@ async fn past_max_stale_the_answer_is_503_credentials_expired() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_concurrency_cap_get_503_at_once() {
-    let upstream = upstream_with(&["slow"]).await;
+    let upstream = upstream_with(&["slow", "cached"]).await;
     let cap = 10;
     let broker = Arc::new(
         BrokerOptions {
             server_toml: format!("max_concurrent_requests = {cap}"),
             ..BrokerOptions::new(upstream.proxy.endpoint())
                 .database("slow", "slow", "")
+                .database("cached", "cached", "")
                 .cold()
         }
         .spawn()
         .await,
     );
+    assert_eq!(broker.get("cached").await.status(), 200);
     upstream.proxy.set_delay(Duration::from_secs(2));
     let requests: Vec<_> = (0..cap + 50)
         .map(|_| {
@@ -334,6 +336,11 @@ async fn requests_over_the_concurrency_cap_get_503_at_once() {
     let health = broker.admin_get("/healthz").await;
     let admin_latency = started.elapsed();
     assert_eq!(health.status(), 200);
+    // A cache hit takes no place, but is refused too while every place is taken.
+    let hit = broker.get("cached").await;
+    assert_eq!(hit.status(), 503, "a hit with every place taken");
+    let body: Value = hit.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
 
     let mut results = Vec::new();
     for request in requests {
@@ -362,6 +369,11 @@ async fn requests_over_the_concurrency_cap_get_503_at_once() {
     assert!(
         admin_latency < Duration::from_millis(500),
         "admin stalled {admin_latency:?}"
+    );
+    assert_eq!(
+        broker.get("cached").await.status(),
+        200,
+        "places free again"
     );
 }
 

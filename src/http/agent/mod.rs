@@ -235,7 +235,7 @@ impl AgentState {
             return Some(AgentCaller::Agent);
         }
         let client = self.clients.as_ref()?.by_token(presented.to_str().ok()?)?;
-        Some(AgentCaller::Client(client))
+        Some(AgentCaller::Client(Arc::clone(client)))
     }
 
     /// The secret `read` names, from the source (or the stale cache) within the request
