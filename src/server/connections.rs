@@ -122,7 +122,8 @@ impl Slot {
     /// same, it is told once). Its task is woken when asked while this waits.
     pub(crate) fn asked(&self) -> impl Future<Output = Asked> + '_ {
         std::future::poll_fn(|cx| {
-            // One load when nothing is asked: the request path's cost.
+            // Nothing asked, as at nearly every wake-up: two loads and the registration, which
+            // keeps the waker it has when it is the same (no lock, no clone).
             if self.asked.load(Ordering::Acquire) == 0 {
                 self.task.register(cx.waker());
                 // Asked in between: `ask` sets the bits before it wakes.
