@@ -98,17 +98,6 @@ async fn rotation_round_trip(
     rotated_at.elapsed()
 }
 
-async fn wait_for_metric(broker: &TestBroker, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = metric(&broker.metrics().await, name, labels) {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{name}{labels:?} never appeared");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rds_instance_rotation_is_survived_end_to_end_with_postgres() {
     let (upstream, pg) = (Upstream::start().await, Postgres::start().await);
@@ -195,12 +184,14 @@ async fn rds_instance_rotation_is_survived_end_to_end_with_postgres() {
             "{candidate} (current {status})"
         );
     }
-    let enabled = wait_for_metric(
-        &broker,
-        "credential_broker_secret_rotation_enabled",
-        &[("db", "orders")],
-    )
-    .await;
+    let enabled = broker
+        .wait_for_metric(
+            "credential_broker_secret_rotation_enabled",
+            &[("db", "orders")],
+            Duration::from_secs(10),
+            |_| true,
+        )
+        .await;
     assert!([0.0, 1.0].contains(&enabled), "{enabled}");
     let log = broker.log_text();
     assert!(

@@ -537,23 +537,16 @@ async fn sigterm_with_100_requests_in_flight_completes_them_all_and_exits_zero()
             tokio::spawn(async move { client.get(url).bearer_auth(TOKEN).send().await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let in_flight = metric(
-            &broker.metrics().await,
+    // The scrape itself is one of the requests in flight.
+    #[allow(clippy::float_cmp)] // a count, exact in f64
+    broker
+        .wait_for_metric(
             "credential_broker_http_requests_in_flight",
             &[],
-        );
-        // The scrape itself is one of the requests in flight.
-        if in_flight == Some(101.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "requests did not all arrive: {in_flight:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            Duration::from_secs(5),
+            |in_flight| in_flight == 101.0,
+        )
+        .await;
     let signalled = Instant::now();
     broker.terminate();
     let mut ok = 0;

@@ -110,22 +110,14 @@ async fn sighup_fetches_every_database_again_in_batches() {
     // The first rotation checks run at start: let them finish, or one could see the rotation
     // below and fetch it on its own. Counted by the broker once each answer is in: the proxy
     // sees a request before moto answers it, so its count could let the rotation in first.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let checks = metric(
-            &broker.metrics().await,
+    broker
+        .wait_for_metric(
             "credential_broker_upstream_requests_total",
             &[("operation", "DescribeSecret"), ("outcome", "success")],
-        );
-        if checks >= Some(30.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first rotation checks did not finish: {checks:?} of 30"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            Duration::from_secs(10),
+            |checks| checks >= 30.0,
+        )
+        .await;
     let password = new_password("after-sighup");
     upstream
         .rotate(

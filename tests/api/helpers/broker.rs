@@ -294,6 +294,29 @@ level = "trace"
         self.admin_get("/metrics").await.text().await.unwrap()
     }
 
+    /// Scrapes `/metrics` until the sample `name{labels}` is there and `done` with its value, for
+    /// at most `limit` (then panics with the last value read); returns that value.
+    pub async fn wait_for_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        limit: Duration,
+        done: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = metric(&self.metrics().await, name, labels);
+            if let Some(value) = value.filter(|value| done(*value)) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} not there within {limit:?}: last {value:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
