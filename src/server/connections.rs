@@ -343,6 +343,8 @@ impl<B: Body> Body for BusyBody<B> {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     fn table(max: usize) -> Arc<Connections> {
@@ -359,11 +361,7 @@ mod tests {
 
     /// What `slot` has been asked since the last call, without waiting: `None` if nothing.
     fn asked_now(slot: &Slot) -> Option<Asked> {
-        let asked = std::pin::pin!(slot.asked());
-        match Future::poll(asked, &mut Context::from_waker(std::task::Waker::noop())) {
-            Poll::Ready(asked) => Some(asked),
-            Poll::Pending => None,
-        }
+        slot.asked().now_or_never()
     }
 
     /// Whether `slot` has been asked to close for idling (without waiting).
