@@ -37,8 +37,8 @@ import bench
 from callgrind import dump, write_wrapper
 
 OUTPUT = bench.ROOT / "docker" / "hot-text.ld"
-# The static C libraries docker/build-release links; a plain build links them dynamically, and
-# their patterns match nothing there.
+# The static C libraries every release build here links (.cargo/config.toml); a build with glibc
+# linked dynamically (`RUSTFLAGS=`) has them as shared libraries, and their patterns match nothing.
 ARCHIVES = ("libc.a", "libm.a", "libgcc.a", "libgcc_eh.a")
 # Every format a PostgreSQL database has (the bench's secrets are PostgreSQL ones).
 FORMATS = ("json", "uri", "jdbc", "keyvalue", "env", "pgpass", "pgbouncer", "service")
