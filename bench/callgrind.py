@@ -10,11 +10,13 @@ Usage (after `bash bench/run` has built the binaries; needs valgrind, `apt-get i
 valgrind`):
     .venv/moto/bin/python bench/callgrind.py [BROKER_BINARY] [--breakdown]
 With `--breakdown` (and a binary with symbols) it also prints where a request's instructions
-go, by the broker's own modules, by crate, and the C library's allocator and copies: the table
-in BENCHMARKS.md.
-Build with `bash docker/build-release --profile profiling` and pass
+go, by the broker's own modules, by crate, and the C library's allocator and copies, beside the
+baseline's and the difference: the table in BENCHMARKS.md.
+Build with `bash docker/build-release --profile profiling --bin credential-broker` (and
+`--example static-baseline`) and pass
 target/x86_64-unknown-linux-gnu/profiling/credential-broker (your host tuple) to get
-the same code with symbols, for `callgrind_annotate` on the dump files it names.
+the same code with symbols, for `callgrind_annotate` on the dump files it names; the baseline
+beside it (`examples/static-baseline`) is used when it is there, else the release one.
 """
 
 import glob
@@ -124,11 +126,38 @@ def breakdown(dump):
     return sorted(((ir / REQUESTS, key) for key, ir in totals.items()), reverse=True)
 
 
+def print_breakdown(broken_down):
+    """The breakdown table: each group's instructions per request in the broker and the
+    baseline, and the difference; groups under 50 in both are summed into one row."""
+    (broker_total, broker), (baseline_total, baseline) = (
+        broken_down["broker"], broken_down["baseline"])
+    broker, baseline = ({key: ir for ir, key in rows} for rows in (broker, baseline))
+    print("| where (exclusive instructions, per request) | broker | baseline | difference |\n"
+          "|---|---|---|---|")
+    small = [0.0, 0.0]
+    for key in sorted(broker.keys() | baseline.keys(),
+                      key=lambda key: -max(broker.get(key, 0), baseline.get(key, 0))):
+        ours, theirs = broker.get(key, 0), baseline.get(key, 0)
+        if max(ours, theirs) < 50:
+            small[0] += ours
+            small[1] += theirs
+            continue
+        print(f"| {key} | {ours:,.0f} | {theirs:,.0f} | {ours - theirs:+,.0f} |")
+    print(f"| every group under 50 | {small[0]:,.0f} | {small[1]:,.0f} | "
+          f"{small[0] - small[1]:+,.0f} |")
+    print(f"| all | {broker_total:,.0f} | {baseline_total:,.0f} | "
+          f"{broker_total - baseline_total:+,.0f} |")
+
+
 def main():
     if not shutil.which("valgrind"):
         raise SystemExit("callgrind: valgrind is not installed (apt-get install valgrind)")
     paths = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
     binary = Path(paths[0] if paths else bench.BROKER).resolve()
+    baseline_binary = binary.parent / "examples/static-baseline"
+    if not baseline_binary.exists():
+        baseline_binary = bench.BASELINE
+    broken_down = {}
     workdir = Path(tempfile.mkdtemp(prefix="broker-callgrind-"))
     out_prefix = str(workdir / "callgrind.out")
     moto = bench.Moto()
@@ -148,25 +177,26 @@ def main():
             per_request, dump = measure(broker.process.pid, port, out_prefix)
             print(f"broker   {per_request:9,.0f} instructions/request  ({dump})", flush=True)
             if "--breakdown" in sys.argv:
-                print("| where (exclusive instructions) | per request |\n|---|---|")
-                for ir, key in breakdown(dump):
-                    if ir >= 50:
-                        print(f"| {key} | {ir:,.0f} |")
+                broken_down["broker"] = (per_request, breakdown(dump))
         finally:
             broker.close()
         port = bench.free_port()
         baseline = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_prefix}.%p",
-             str(bench.BASELINE), f"127.0.0.1:{port}", str(body), str(body)],
+             str(baseline_binary), f"127.0.0.1:{port}", str(body), str(body)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
             bench.wait_http(f"http://127.0.0.1:{port}/credentials/db0000", limit=60)
             per_request, dump = measure(baseline.pid, port, out_prefix)
             print(f"baseline {per_request:9,.0f} instructions/request  ({dump})")
+            if "--breakdown" in sys.argv:
+                broken_down["baseline"] = (per_request, breakdown(dump))
         finally:
             baseline.terminate()
             baseline.wait()
+        if broken_down:
+            print_breakdown(broken_down)
     finally:
         proxy.close()
         moto.close()
