@@ -808,6 +808,23 @@ def main():
                                       unix_load(baseline_socket, "/credentials/db0000", keepalive)),
             }, f"GET json over the Unix socket, 16 conn, {how}", 16)
         hit_calls = proxy.count("GetSecretValue") - calls_before
+        # What the audit trail (on by default: one line per read, to stderr) costs: the same
+        # rows against a broker of its own with it off (its warm-up fetches come after the
+        # count above). Not the default configuration, so no target.
+        quiet_dir = workdir / "audit-off"
+        quiet_dir.mkdir()
+        quiet = start(Broker(quiet_dir, proxy.port, 10, ttl="1h", describe_interval="1h",
+                             extra='[audit]\noutput = "off"\n'))
+        quiet.ready_seconds()
+        quiet.get("/credentials/db0000")
+        for connections in (16, 64):
+            cache_hit_rows(rows, args, {
+                "broker": Contender(quiet.process.pid, wrk_load(
+                    f"http://{quiet.api}/credentials/db0000")),
+                "baseline": Contender(baseline.pid, wrk_load(
+                    f"http://127.0.0.1:{baseline_port}/credentials/db0000")),
+            }, f"GET json, {connections} conn, audit trail off", connections, target=None)
+        stop(quiet)
         if args.check:
             finished = True
             fallen = check(rows, recorded)
