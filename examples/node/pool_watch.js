@@ -3,9 +3,11 @@
 //
 // A loop long-polls credential-broker (GET /credentials/{db}?wait=30s with If-None-Match). When
 // the version changes, queries go to a new pg.Pool opened with the new password, and the old pool
-// is ended: its idle connections close at once, busy ones once their query is done. A query whose
-// login is rejected anyway (the rotation reached the database before the broker) refreshes the
-// credentials and is retried once.
+// is ended: its idle connections close at once, busy ones once their query is done. Each pool
+// opens its POOL_SIZE connections when it is made and keeps them (as the Python and Java
+// examples' pools do), so logins happen at a switch, not later while a rotation is under way. A
+// query whose login is rejected anyway (the rotation reached the database before the broker)
+// refreshes the credentials and is retried once.
 //
 // Environment: as broker_client.js (BROKER_URL, BROKER_TOKEN_FILE or BROKER_TOKEN, BROKER_DB),
 // and RUN_SECONDS (how long to run queries; 0, the default: until SIGTERM or SIGINT) and
@@ -36,12 +38,23 @@ function newPool(creds) {
     user: creds.username,
     password: creds.password,
     max: POOL_SIZE,
+    // Idle connections are kept, not closed after 10 s and reopened later.
+    min: POOL_SIZE,
     connectionTimeoutMillis: 5000,
     application_name: APPLICATION_NAME,
   });
   // An idle connection the server closed: the pool drops it; nothing to do here.
   pool.on('error', () => {});
   return pool;
+}
+
+/** Opens the pool's connections now and hands them back to it; throws the first failure. */
+async function openAll(pool) {
+  const opened = await Promise.allSettled(
+    Array.from({ length: POOL_SIZE }, () => pool.connect()));
+  for (const result of opened) if (result.status === 'fulfilled') result.value.release();
+  const failed = opened.find((result) => result.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /** Queries go to the pool of the current version; a new version gets a new pool. */
@@ -65,6 +78,8 @@ class RotatingPool {
     this.pool = newPool(creds);
     this.switches += 1;
     emit({ event: 'switched', version_id: creds.version_id, via });
+    // Best effort: a connection that cannot be opened now is opened by the query that needs it.
+    openAll(this.pool).catch(() => {});
     old.end().catch(() => {});
   }
 
@@ -120,6 +135,7 @@ async function main() {
   const rate = Number(process.env.QUERY_RATE || '50');
   const pool = new RotatingPool(broker, await broker.credentials());
   await pool.query('SELECT 1');
+  await openAll(pool.pool);
   emit({ event: 'ready', version_id: pool.version });
   const stop = new AbortController();
   for (const name of ['SIGTERM', 'SIGINT']) process.on(name, () => stop.abort());

@@ -2,8 +2,10 @@
 //! `examples/node/pool_watch.js` with `pg.Pool`, `examples/java/PoolWatch.java` with `HikariCP`)
 //! against the real broker, moto and a real PostgreSQL: each runs queries continuously through
 //! two rotations with none failing, switches to each new password within 2 s of `AWSCURRENT`
-//! moving without anyone refreshing (the broker watches inside the rotation window), and retires
-//! every connection opened with an old password.
+//! moving without anyone refreshing (the broker watches inside the rotation window), retires
+//! every connection opened with an old password, and opens its whole pool with the new one then:
+//! a pool that logs in later can do so while the next rotation has changed the password but not
+//! yet moved `AWSCURRENT`, and has to refresh.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,6 +19,8 @@ use crate::pg::Postgres;
 const ROLE: &str = "pool_app";
 const SECRET: &str = "pool-app-db";
 const DB: &str = "app";
+/// The connections each example's pool holds.
+const POOL_SIZE: i64 = 4;
 /// How long each example runs queries, at `QUERY_RATE` a second.
 const RUN_SECONDS: u64 = 16;
 const QUERY_RATE: u64 = 50;
@@ -76,7 +80,8 @@ async fn pool_keeps_serving_through_two_rotations(example: Example, application_
             switched <= LIMIT,
             "round {round}: switched {switched:?} after the move"
         );
-        // Connections opened after the password changed can only have used the new one.
+        // Connections opened after the password changed can only have used the new one: all of
+        // the pool's, and none of the old ones left.
         let deadline = Instant::now() + LIMIT;
         let retired = loop {
             let row = admin
@@ -89,13 +94,13 @@ async fn pool_keeps_serving_through_two_rotations(example: Example, application_
                 .await
                 .unwrap();
             let (old, new): (i64, i64) = (row.get(0), row.get(1));
-            if old == 0 && new > 0 {
+            if old == 0 && new == POOL_SIZE {
                 break promoted.elapsed().saturating_sub(switched);
             }
             assert!(
                 Instant::now() < deadline,
-                "round {round}: {old} connections with the old password and {new} with the new \
-                 one, 2 s after the switch; the example's stderr: {}",
+                "round {round}: {old} connections with the old password and {new} (of \
+                 {POOL_SIZE}) with the new one, 2 s after the switch; the example's stderr: {}",
                 running.stderr()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
