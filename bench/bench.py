@@ -689,7 +689,8 @@ def main():
     parser.add_argument("--waiters", type=int, default=1000,
                         help="long polls (and event streams) held open in the rows that measure "
                         "cache hits beside them")
-    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--output", help="the file the table is written into (default "
+                        "BENCHMARKS.md; a smoke run writes none unless given one)")
     parser.add_argument("--agent-only", action="store_true",
                         help="only the rows of the broker's AWS agent API, printed and not "
                         "written (for work on that path)")
@@ -701,6 +702,9 @@ def main():
                         help="1 s runs, 20 dbs, 20 long polls, 10 s steady: checks the harness, "
                         "not the numbers")
     args = parser.parse_args()
+    recorded_in = args.output or str(ROOT / "BENCHMARKS.md")
+    if not args.smoke and not args.output:
+        args.output = recorded_in
     if args.smoke:
         args.seconds, args.slices, args.steady_seconds, args.many, args.waiters = 1, 2, 10, 20, 20
         args.load_seconds = 2
@@ -708,9 +712,9 @@ def main():
     if agent_bin and not os.access(agent_bin, os.X_OK):
         raise SystemExit(f"bench: AGENT_BIN={agent_bin} is not an executable (bench/README.md "
                          "says how to build the AWS agent)")
-    recorded = recorded_ratios(args.output) if args.check else {}
+    recorded = recorded_ratios(recorded_in) if args.check else {}
     if args.check and not recorded:
-        raise SystemExit(f"bench: --check needs a recorded run in {args.output}")
+        raise SystemExit(f"bench: --check needs a recorded run in {recorded_in}")
     rows = []  # (measurement, broker, baseline, agent, ratio / target)
 
     workdir = Path(tempfile.mkdtemp(prefix="broker-bench-"))
@@ -942,6 +946,9 @@ def main():
     ]
     text = "\n".join(table)
     print(text)
+    if not args.output:
+        print("bench: smoke run, the table is not written (--output FILE writes it)")
+        return 0
     output = Path(args.output)
     existing = output.read_text() if output.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in existing:
