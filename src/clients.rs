@@ -42,13 +42,23 @@ impl Client {
     }
 }
 
-/// A token as its digest, so the broker holds no usable copy of it.
+/// A token as its digest, so the broker holds no usable copy of it. Held as four words, so
+/// that a constant-time comparison takes four steps rather than 32 (it runs for every client on
+/// every request).
 #[derive(Clone, Copy)]
-struct TokenDigest([u8; 32]);
+struct TokenDigest([u64; 4]);
 
 impl TokenDigest {
     fn of(token: &str) -> Self {
-        Self(Sha256::digest(token.as_bytes()).into())
+        Self::from_bytes(Sha256::digest(token.as_bytes()).into())
+    }
+
+    fn from_bytes(digest: [u8; 32]) -> Self {
+        let mut words = [0; 4];
+        for (word, bytes) in words.iter_mut().zip(digest.chunks_exact(8)) {
+            *word = u64::from_ne_bytes(bytes.try_into().expect("8 bytes"));
+        }
+        Self(words)
     }
 }
 
@@ -268,6 +278,21 @@ mod tests {
     use crate::config::TokenConfig;
     use crate::credentials::DbName;
     use secrecy::SecretString;
+
+    #[test]
+    fn digests_are_equal_only_when_every_bit_is() {
+        let digest: [u8; 32] = std::array::from_fn(|i| u8::try_from(i * 7).unwrap());
+        let same = TokenDigest::from_bytes(digest);
+        assert!(bool::from(TokenDigest::from_bytes(digest).0.ct_eq(&same.0)));
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut other = digest;
+                other[byte] ^= 1 << bit;
+                let other = TokenDigest::from_bytes(other);
+                assert!(!bool::from(other.0.ct_eq(&same.0)), "byte {byte} bit {bit}");
+            }
+        }
+    }
 
     fn client(name: &str, token: Option<TokenConfig>, uids: &[u32], scope: Scope) -> ClientConfig {
         ClientConfig {
