@@ -1,13 +1,15 @@
-//! The audit trail's output: one JSON line per credentials request, appended to a buffer of
-//! the calling thread's own, and written out (the threads' lines merged in time order) by a
-//! flusher on the blocking pool every flush interval and at shutdown, and under load by the
-//! request that brings a buffer to 32 KiB. Most requests cost an uncontended lock and no system
-//! call. Under load, one write of some 32 KiB every few hundred requests, on the request's own
-//! thread, costs less than waking another thread to do it: on a busy machine that thread takes
-//! a core from the workers hundreds of times a second. The buffers have a fixed size: when the
-//! output falls behind and one fills, the request that finds it full waits for the output, so
-//! a burst costs time, never memory kept after it. The events come from `http::audit`; none
-//! holds a secret.
+//! The audit trail's output: JSON lines, one per credentials request or, for identical requests
+//! served by one thread within one millisecond, one with their count (the line they would each
+//! have written, which the millisecond timestamp cannot tell apart, and `"count"`). Lines go to a
+//! buffer of the calling thread's own, and are written out (the threads' lines merged in time
+//! order) by a flusher on the blocking pool every flush interval and at shutdown, and under load
+//! by the request that brings a buffer to 32 KiB. Most requests cost an uncontended lock, a
+//! comparison with the millisecond's open events and no system call. Under load, one write of
+//! some 32 KiB every few hundred lines, on the request's own thread, costs less than waking
+//! another thread to do it: on a busy machine that thread takes a core from the workers
+//! hundreds of times a second. The buffers have a fixed size: when the output falls behind and
+//! one fills, the request that finds it full waits for the output, so a burst costs time, never
+//! memory kept after it. The events come from `http::audit`; none holds a secret.
 
 use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -26,9 +28,14 @@ const BUFFER_BYTES: usize = 64 * 1024;
 /// Bytes in one thread's buffer at which the request that brings it there writes the buffers
 /// out (or, when they are being written already, wakes the flusher to go again).
 const EARLY_FLUSH_BYTES: usize = BUFFER_BYTES / 2;
-/// Room a line may need (its fields are bounded before they get here): a buffer with less left
-/// is written out before the next line, by the request that finds it so.
+/// Room a line may need (its fields are bounded before they get here).
 const LINE_ROOM_BYTES: usize = 4 * 1024;
+/// Distinct events of one millisecond a thread counts at once; one more writes them out first.
+const MAX_RUNS: usize = 4;
+/// Room a buffer must have for an event to be recorded: recording one may write out every open
+/// run, and the run it opens is written out later. A buffer with less left is written out
+/// first, by the request that finds it so.
+const EVENT_ROOM_BYTES: usize = LINE_ROOM_BYTES * (MAX_RUNS + 1);
 /// Every line starts with its timestamp, `{"timestamp":"YYYY-MM-DDTHH:MM:SS.mmmZ"`, so the
 /// first bytes of two lines compare as their times do.
 const TIMESTAMP_BYTES: usize = 39;
@@ -60,10 +67,17 @@ pub struct AuditSink {
 #[repr(align(128))]
 struct Shard(Mutex<Lines>);
 
-/// The lines waiting to be written, and the timestamp text of the last second an event was
-/// written in, so that a timestamp is formatted once per second rather than once per event.
+/// The lines waiting to be written; the events of the current millisecond, counted and not yet
+/// written as lines; and the timestamp text of the last second a line was written in, so that a
+/// timestamp is formatted once per second rather than once per line.
 struct Lines {
     pending: Vec<u8>,
+    /// Milliseconds since the epoch of the open runs.
+    millisecond: u64,
+    /// The first `open` are the events of `millisecond` so far; the others are closed ones kept
+    /// for their allocations.
+    runs: Vec<Run>,
+    open: usize,
     second: u64,
     /// `YYYY-MM-DDTHH:MM:SS` of `second`.
     prefix: [u8; 19],
@@ -80,51 +94,133 @@ struct Output {
     taken: Vec<Vec<u8>>,
 }
 
+/// Identical events of one millisecond: the event, owned, and how many there were.
+#[derive(Default)]
+struct Run {
+    client: String,
+    db: String,
+    action: &'static str,
+    result: String,
+    version_id: String,
+    secret_id: Option<String>,
+    count: u64,
+}
+
+impl Run {
+    fn is(&self, event: &Event<'_>) -> bool {
+        self.version_id == event.version_id
+            && self.db == event.db
+            && self.client == event.client
+            && self.result == event.result
+            && self.action == event.action
+            && self.secret_id.as_deref() == event.secret_id
+    }
+
+    /// Makes this the run of `event`, counted once, reusing the fields' allocations.
+    fn start(&mut self, event: &Event<'_>) {
+        fn set(field: &mut String, value: &str) {
+            field.clear();
+            field.push_str(value);
+        }
+        set(&mut self.client, event.client);
+        set(&mut self.db, event.db);
+        self.action = event.action;
+        set(&mut self.result, event.result);
+        set(&mut self.version_id, event.version_id);
+        match event.secret_id {
+            Some(secret_id) => set(self.secret_id.get_or_insert_default(), secret_id),
+            None => self.secret_id = None,
+        }
+        self.count = 1;
+    }
+
+    /// Appends this run as one line stamped `timestamp` (`YYYY-MM-DDTHH:MM:SS.mmm`):
+    /// `{"timestamp":"<RFC 3339, ms, UTC>","target":"audit","client":…,"db":…,"action":…,
+    /// "result":…,"version_id":…[,"secret_id":…],"count":…}`.
+    fn write_line(&self, timestamp: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        out.extend_from_slice(timestamp);
+        out.extend_from_slice(b"Z\",\"target\":\"audit\",\"client\":");
+        serde_json::to_writer(&mut *out, &self.client)?;
+        out.extend_from_slice(b",\"db\":");
+        serde_json::to_writer(&mut *out, &self.db)?;
+        out.extend_from_slice(b",\"action\":");
+        serde_json::to_writer(&mut *out, self.action)?;
+        out.extend_from_slice(b",\"result\":");
+        serde_json::to_writer(&mut *out, &self.result)?;
+        out.extend_from_slice(b",\"version_id\":");
+        serde_json::to_writer(&mut *out, &self.version_id)?;
+        if let Some(secret_id) = &self.secret_id {
+            out.extend_from_slice(b",\"secret_id\":");
+            serde_json::to_writer(&mut *out, secret_id)?;
+        }
+        out.extend_from_slice(b",\"count\":");
+        serde_json::to_writer(&mut *out, &self.count)?;
+        out.extend_from_slice(b"}\n");
+        Ok(())
+    }
+}
+
 impl Lines {
     fn new() -> Self {
         Self {
             pending: Vec::new(),
+            millisecond: 0,
+            runs: Vec::new(),
+            open: 0,
             second: 0,
             prefix: [0; 19],
         }
     }
 
-    /// Appends `event` at time `now` as one line: `{"timestamp":"<RFC 3339, ms, UTC>",
-    /// "target":"audit","client":…,"db":…,"action":…,"result":…,"version_id":…}`.
-    fn write_line(&mut self, now: SystemTime, event: &Event<'_>) -> std::io::Result<()> {
+    /// Records `event` at time `now`: counted on the open run of identical events when there is
+    /// one, else on a new run, after writing out the open ones when `now` is another millisecond
+    /// or [`MAX_RUNS`] are open.
+    fn record(&mut self, now: SystemTime, event: &Event<'_>) -> std::io::Result<()> {
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let second = since_epoch.as_secs();
+        let millisecond = since_epoch.as_secs() * 1000 + u64::from(since_epoch.subsec_millis());
+        if millisecond != self.millisecond {
+            self.write_runs()?;
+            self.millisecond = millisecond;
+        } else if let Some(run) = self.runs[..self.open].iter_mut().find(|run| run.is(event)) {
+            run.count += 1;
+            return Ok(());
+        } else if self.open == MAX_RUNS {
+            self.write_runs()?;
+        }
+        if self.open == self.runs.len() {
+            self.runs.push(Run::default());
+        }
+        self.runs[self.open].start(event);
+        self.open += 1;
+        Ok(())
+    }
+
+    /// Writes the open runs to `pending`, a line each, in the order they were opened.
+    fn write_runs(&mut self) -> std::io::Result<()> {
+        let open = std::mem::take(&mut self.open);
+        if open == 0 {
+            return Ok(());
+        }
+        let second = self.millisecond / 1000;
         if second != self.second || self.prefix[0] == 0 {
             let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second))
                 .to_string();
             self.prefix.copy_from_slice(&text.as_bytes()[..19]);
             self.second = second;
         }
-        let millis = since_epoch.subsec_millis();
-        let out = &mut self.pending;
-        out.extend_from_slice(b"{\"timestamp\":\"");
-        out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(&[
+        let millis = self.millisecond % 1000;
+        let mut timestamp = [0; 23];
+        timestamp[..19].copy_from_slice(&self.prefix);
+        timestamp[19..].copy_from_slice(&[
             b'.',
             b'0' + u8::try_from(millis / 100).expect("a digit"),
             b'0' + u8::try_from(millis / 10 % 10).expect("a digit"),
             b'0' + u8::try_from(millis % 10).expect("a digit"),
         ]);
-        out.extend_from_slice(b"Z\",\"target\":\"audit\",\"client\":");
-        serde_json::to_writer(&mut *out, event.client)?;
-        out.extend_from_slice(b",\"db\":");
-        serde_json::to_writer(&mut *out, event.db)?;
-        out.extend_from_slice(b",\"action\":");
-        serde_json::to_writer(&mut *out, event.action)?;
-        out.extend_from_slice(b",\"result\":");
-        serde_json::to_writer(&mut *out, event.result)?;
-        out.extend_from_slice(b",\"version_id\":");
-        serde_json::to_writer(&mut *out, event.version_id)?;
-        if let Some(secret_id) = event.secret_id {
-            out.extend_from_slice(b",\"secret_id\":");
-            serde_json::to_writer(&mut *out, secret_id)?;
+        for run in &self.runs[..open] {
+            run.write_line(&timestamp, &mut self.pending)?;
         }
-        out.extend_from_slice(b"}\n");
         Ok(())
     }
 }
@@ -163,7 +259,7 @@ impl AuditSink {
         let mut lines = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
         if lines.pending.capacity() == 0 {
             lines.pending.reserve_exact(BUFFER_BYTES);
-        } else if lines.pending.capacity() - lines.pending.len() < LINE_ROOM_BYTES {
+        } else if lines.pending.capacity() - lines.pending.len() < EVENT_ROOM_BYTES {
             // Full: the output cannot keep up, and this request waits for it rather than the
             // buffer growing.
             drop(lines);
@@ -172,7 +268,7 @@ impl AuditSink {
         }
         let before = lines.pending.len();
         // Stamped under the lock, so that each buffer's lines are in time order.
-        if let Err(err) = lines.write_line(SystemTime::now(), event) {
+        if let Err(err) = lines.record(SystemTime::now(), event) {
             warn!(error = %err, "cannot write the audit trail");
         }
         let after = lines.pending.len();
@@ -200,6 +296,9 @@ impl AuditSink {
         } = &mut *output;
         for shard in &self.shards {
             let mut lines = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(err) = lines.write_runs() {
+                warn!(error = %err, "cannot write the audit trail");
+            }
             if !lines.pending.is_empty() {
                 let spare = spares
                     .pop()
@@ -310,8 +409,9 @@ mod tests {
     fn lines_at(times: &[SystemTime], event: &Event<'_>) -> Vec<serde_json::Value> {
         let mut lines = Lines::new();
         for time in times {
-            lines.write_line(*time, event).unwrap();
+            lines.record(*time, event).unwrap();
         }
+        lines.write_runs().unwrap();
         String::from_utf8(lines.pending)
             .unwrap()
             .lines()
@@ -347,7 +447,9 @@ mod tests {
             secret_id: None,
         };
         let mut lines = Lines::new();
-        lines.write_line(UNIX_EPOCH, &event).unwrap();
+        lines.record(UNIX_EPOCH, &event).unwrap();
+        lines.record(UNIX_EPOCH, &event).unwrap();
+        lines.write_runs().unwrap();
         let text = String::from_utf8(lines.pending).unwrap();
         assert_eq!(text.lines().count(), 1, "one line: {text:?}");
         let line: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -361,6 +463,7 @@ mod tests {
                 "action": "refresh",
                 "result": "not_modified",
                 "version_id": "v\n\\\u{1}é",
+                "count": 2,
             })
         );
         assert_eq!(
@@ -368,9 +471,134 @@ mod tests {
             concat!(
                 r#"{"timestamp":"1970-01-01T00:00:00.000Z","target":"audit","client":"a\"b","#,
                 r#""db":"(invalid)","action":"refresh","result":"not_modified","#,
-                r#""version_id":"v\n\\\u0001é"}"#,
+                r#""version_id":"v\n\\\u0001é","count":2}"#,
                 "\n"
             )
+        );
+    }
+
+    /// The lines of `text`, parsed.
+    fn parsed(text: &[u8]) -> Vec<serde_json::Value> {
+        std::str::from_utf8(text)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn identical_events_of_one_millisecond_are_one_line_with_their_count() {
+        let refused = Event {
+            result: "forbidden",
+            version_id: "",
+            ..EVENT
+        };
+        let named = Event {
+            db: "",
+            secret_id: Some("prod/orders"),
+            ..EVENT
+        };
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(1_795_000_000_000 + ms);
+        let mut lines = Lines::new();
+        for (ms, event) in [
+            (0, EVENT),
+            (0, refused),
+            (0, EVENT),
+            (0, named),
+            (0, EVENT),
+            (0, refused),
+            (1, EVENT),
+            (3, EVENT),
+            (3, EVENT),
+        ] {
+            lines.record(at(ms), &event).unwrap();
+        }
+        assert_eq!(
+            parsed(&lines.pending).len(),
+            4,
+            "the last millisecond is still open"
+        );
+        lines.write_runs().unwrap();
+        let got: Vec<(String, String, String, u64)> = parsed(&lines.pending)
+            .iter()
+            .map(|line| {
+                (
+                    line["timestamp"].as_str().unwrap()[20..23].to_owned(),
+                    line["result"].as_str().unwrap().to_owned(),
+                    line["secret_id"].as_str().unwrap_or("-").to_owned(),
+                    line["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("000", "ok", "-", 3),
+            ("000", "forbidden", "-", 2),
+            ("000", "ok", "prod/orders", 1),
+            ("001", "ok", "-", 1),
+            ("003", "ok", "-", 2),
+        ]
+        .map(|(ms, result, secret, count)| (ms.into(), result.into(), secret.into(), count));
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn more_distinct_events_than_runs_are_all_counted() {
+        let versions: Vec<String> = (0..10).map(|i| format!("v-{i}")).collect();
+        let mut lines = Lines::new();
+        for _ in 0..3 {
+            for version in &versions {
+                let event = Event {
+                    version_id: version,
+                    ..EVENT
+                };
+                lines.record(UNIX_EPOCH, &event).unwrap();
+                assert!(lines.open <= MAX_RUNS);
+            }
+        }
+        lines.write_runs().unwrap();
+        let written = parsed(&lines.pending);
+        for version in &versions {
+            let count: u64 = written
+                .iter()
+                .filter(|line| line["version_id"] == version.as_str())
+                .map(|line| line["count"].as_u64().unwrap())
+                .sum();
+            assert_eq!(count, 3, "{version}");
+        }
+    }
+
+    #[test]
+    fn concurrent_identical_events_are_all_counted_on_fewer_lines() {
+        let (_dir, path, sink) = file_sink();
+        let writers = 4;
+        let each = 20_000;
+        std::thread::scope(|scope| {
+            for _ in 0..writers {
+                let sink = &sink;
+                scope.spawn(move || {
+                    for _ in 0..each {
+                        sink.write(&EVENT);
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    sink.flush();
+                }
+            });
+        });
+        sink.flush();
+        let written = parsed(&std::fs::read(&path).unwrap());
+        let counted: u64 = written
+            .iter()
+            .map(|line| line["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, writers * each);
+        assert!(
+            (written.len() as u64) < writers * each / 2,
+            "{} lines for {} events",
+            written.len(),
+            writers * each
         );
     }
 
@@ -501,17 +729,24 @@ mod tests {
         };
         let pending = |sink: &AuditSink| sink.shards[shard_index()].0.lock().unwrap().pending.len();
         let mut count = 0;
-        while pending(&sink) + 200 < EARLY_FLUSH_BYTES {
-            sink.write(&EVENT);
-            count += 1;
+        // Each event is another version: one line each, written once four are open.
+        let write = |sink: &AuditSink, count: &mut usize| {
+            let version = format!("v-{count:06}");
+            sink.write(&Event {
+                version_id: &version,
+                ..EVENT
+            });
+            *count += 1;
+        };
+        while pending(&sink) + 1000 < EARLY_FLUSH_BYTES {
+            write(&sink, &mut count);
         }
         assert!(
             written(&path, "result").is_empty(),
             "written below half full"
         );
         while pending(&sink) > 0 {
-            sink.write(&EVENT);
-            count += 1;
+            write(&sink, &mut count);
             assert!(count < BUFFER_BYTES / 100, "not written out at half full");
         }
         assert_eq!(written(&path, "result").len(), count);
@@ -520,12 +755,13 @@ mod tests {
         // While a flush holds the output, the request leaves its lines to the flusher.
         let output = sink.output.lock().unwrap();
         while pending(&sink) < EARLY_FLUSH_BYTES {
-            sink.write(&EVENT);
+            write(&sink, &mut count);
         }
         assert!(woken(&sink), "the flusher not woken with the output busy");
         drop(output);
         sink.flush();
         assert_eq!(pending(&sink), 0);
+        assert_eq!(written(&path, "result").len(), count);
     }
 
     #[test]

@@ -155,6 +155,7 @@ async fn audit_events_name_client_db_action_result_and_version_but_no_password()
     for event in &events {
         assert_eq!(event["target"], "audit");
         assert!(event["timestamp"].is_string());
+        assert_eq!(event["count"], 1, "one request each: {event}");
     }
     let text = std::fs::read_to_string(&audit_path).unwrap();
     for password in passwords() {
