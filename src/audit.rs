@@ -412,11 +412,7 @@ mod tests {
             lines.record(*time, event).unwrap();
         }
         lines.write_runs().unwrap();
-        String::from_utf8(lines.pending)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        parsed(&lines.pending)
     }
 
     #[test]
@@ -614,13 +610,9 @@ mod tests {
 
     /// `field` of every line in the audit file at `path`, in file order.
     fn written(path: &std::path::Path, field: &str) -> Vec<String> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let line: serde_json::Value = serde_json::from_str(line).unwrap();
-                line[field].as_str().unwrap().to_owned()
-            })
+        parsed(&std::fs::read(path).unwrap())
+            .iter()
+            .map(|line| line[field].as_str().unwrap().to_owned())
             .collect()
     }
 
