@@ -568,30 +568,15 @@ mod tests {
         let (_dir, path, sink) = file_sink();
         let writers = 4;
         let each = 20_000;
-        std::thread::scope(|scope| {
-            for _ in 0..writers {
-                let sink = &sink;
-                scope.spawn(move || {
-                    for _ in 0..each {
-                        sink.write(&EVENT);
-                    }
-                });
-            }
-            scope.spawn(|| {
-                for _ in 0..50 {
-                    sink.flush();
-                }
-            });
-        });
-        sink.flush();
+        write_from_threads(&sink, writers, each, |_, _| sink.write(&EVENT));
         let written = parsed(&std::fs::read(&path).unwrap());
         let counted: u64 = written
             .iter()
             .map(|line| line["count"].as_u64().unwrap())
             .sum();
-        assert_eq!(counted, writers * each);
+        assert_eq!(counted, u64::try_from(writers * each).unwrap());
         assert!(
-            (written.len() as u64) < writers * each / 2,
+            written.len() < writers * each / 2,
             "{} lines for {} events",
             written.len(),
             writers * each
@@ -606,6 +591,28 @@ mod tests {
             .unwrap()
             .unwrap();
         (dir, path, sink)
+    }
+
+    /// Calls `write(thread, i)` for `i` below `each` on `writers` threads while another thread
+    /// flushes `sink` 50 times, then flushes it once more.
+    fn write_from_threads(
+        sink: &AuditSink,
+        writers: usize,
+        each: usize,
+        write: impl Fn(usize, usize) + Sync,
+    ) {
+        std::thread::scope(|scope| {
+            for thread in 0..writers {
+                let write = &write;
+                scope.spawn(move || (0..each).for_each(|i| write(thread, i)));
+            }
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    sink.flush();
+                }
+            });
+        });
+        sink.flush();
     }
 
     /// `field` of every line in the audit file at `path`, in file order.
@@ -674,26 +681,13 @@ mod tests {
         let (_dir, path, sink) = file_sink();
         let writers = 4;
         let each = 1000;
-        std::thread::scope(|scope| {
-            for thread in 0..writers {
-                let sink = &sink;
-                scope.spawn(move || {
-                    for i in 0..each {
-                        let version = format!("t{thread}-{i:05}");
-                        sink.write(&Event {
-                            version_id: &version,
-                            ..EVENT
-                        });
-                    }
-                });
-            }
-            scope.spawn(|| {
-                for _ in 0..50 {
-                    sink.flush();
-                }
+        write_from_threads(&sink, writers, each, |thread, i| {
+            let version = format!("t{thread}-{i:05}");
+            sink.write(&Event {
+                version_id: &version,
+                ..EVENT
             });
         });
-        sink.flush();
         let versions = written(&path, "version_id");
         assert_eq!(versions.len(), writers * each);
         for thread in 0..writers {
