@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Extension, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Extension, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -36,39 +35,24 @@ struct RefreshBody {
     version_id: String,
 }
 
-/// The `If-None-Match` header alone, so that a GET copies no other header.
-pub(crate) struct IfNoneMatch(HeaderMap);
-
-impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let mut headers = HeaderMap::new();
-        for value in parts.headers.get_all(header::IF_NONE_MATCH) {
-            headers.append(header::IF_NONE_MATCH, value.clone());
-        }
-        Ok(Self(headers))
-    }
-}
-
-#[allow(clippy::too_many_arguments)] // one extractor each
 pub(crate) async fn get(
     State(state): State<Arc<ApiState>>,
     Extension(Caller(client)): Extension<Caller>,
     Extension(hold): Extension<Hold>,
-    method: Method,
-    uri: Uri,
-    db: Result<Path<String>, PathRejection>,
-    query: Result<Query<ReadQuery>, QueryRejection>,
-    IfNoneMatch(headers): IfNoneMatch,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let (mut parts, _) = request.into_parts();
     // A plain read is read as the front reads it, by the one function that decides what one is.
-    if let Some((db, format)) = plain_read(&method, &uri) {
-        return read(&state, &client, db, Ok(format), &headers).await;
+    if let Some((db, format)) = plain_read(&parts.method, &parts.uri) {
+        return read(&state, &client, db, Ok(format), &parts.headers).await;
     }
-    let db = database(db).inspect_err(|e| {
+    let db = database(Path::from_request_parts(&mut parts, &state).await).inspect_err(|e| {
         state.audit.record(Some(&client), "", Action::Read, Err(e));
     })?;
+    let query = Query::<ReadQuery>::try_from_uri(&parts.uri);
+    // A long poll is held for minutes: it keeps `If-None-Match` alone, not the whole request.
+    let headers = if_none_match(&parts.headers);
+    drop(parts);
     let (format, wait) = match &query {
         Ok(Query(query)) => (Ok(query.format.as_deref()), query.wait.as_deref()),
         Err(_) => (Err(ApiError::BadRequest), None),
@@ -77,6 +61,15 @@ pub(crate) async fn get(
         Some(wait) => long_poll(&state, &hold, &client, &db, format, wait, &headers).await,
         None => read(&state, &client, &db, format, &headers).await,
     }
+}
+
+/// A copy of the `If-None-Match` headers alone.
+fn if_none_match(headers: &HeaderMap) -> HeaderMap {
+    let mut copy = HeaderMap::new();
+    for value in headers.get_all(header::IF_NONE_MATCH) {
+        copy.append(header::IF_NONE_MATCH, value.clone());
+    }
+    copy
 }
 
 /// The database and format of a plain credentials read, `GET` of [`route::CREDENTIALS_ROUTE`]
