@@ -35,6 +35,9 @@ struct RefreshBody {
     version_id: String,
 }
 
+/// `GET /credentials/{db}` through the router. It takes the request whole and reads its parts
+/// itself: each axum extractor adds an await and a rejection path to the handler's generated
+/// code, and with one per part this was the largest handler in the binary (BENCHMARKS.md).
 pub(crate) async fn get(
     State(state): State<Arc<ApiState>>,
     Extension(Caller(client)): Extension<Caller>,
